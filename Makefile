@@ -1,0 +1,59 @@
+# Loopwise developer commands. `make test` and `make demo` work on a fresh clone:
+# they install uv (from PyPI), the Python packages and the Kafka jars (from Maven Central).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+KAFKA := bash deploy/local/kafka.sh
+KAFKA_PORT ?= 9092
+export KAFKA_PORT
+PACKAGES := loopwise $(shell ls -d services/*/src/loopwise_* 2>/dev/null | xargs -n1 basename)
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+.PHONY: uv
+uv: ## install uv from PyPI if it is missing
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+
+.PHONY: install
+install: uv ## install every workspace package and dev tool into .venv, fetch the Kafka jars
+	$(UV) sync --all-packages
+	$(KAFKA) fetch
+
+.PHONY: lint
+lint: install ## ruff (lint + format check) and mypy --strict
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy $(addprefix -p ,$(PACKAGES)) tests
+
+.PHONY: pytest
+pytest: install ## run every test (starts a local broker unless KAFKA_BOOTSTRAP_SERVERS is set)
+	$(UV) run pytest
+
+.PHONY: test
+test: lint pytest ## install everything, then lint, type-check and run every test
+
+.PHONY: fmt
+fmt: install ## format and auto-fix
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
+
+.PHONY: schemas
+schemas: install ## regenerate shared/schemas and docs/events.md from the models
+	$(UV) run loopwise schemas shared/schemas
+	$(UV) run loopwise docs events --out docs/events.md
+
+.PHONY: kafka-up
+kafka-up: ## start the local KRaft broker on 127.0.0.1:$(KAFKA_PORT)
+	$(KAFKA) up
+
+.PHONY: kafka-down
+kafka-down: ## stop the local broker
+	$(KAFKA) down
+
+.PHONY: demo
+demo: install kafka-up ## start the broker and apply the topic catalogue
+	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) $(UV) run loopwise topics apply
+	@echo "demo: broker on 127.0.0.1:$(KAFKA_PORT), topics applied; 'make kafka-down' stops it"

@@ -1,0 +1,3 @@
+"""Root conftest: the Kafka broker fixtures every test tree shares."""
+
+pytest_plugins = ["tests.support.broker"]

@@ -1,0 +1,1 @@
+"""Loopwise audit-writer service: the hash-chained audit trail."""

@@ -1,0 +1,1 @@
+"""Loopwise compliance-scoring service: compliance findings per segment and per call."""

@@ -1,0 +1,1 @@
+"""Loopwise feedback-exporter service: training sets and model-vs-human quality metrics."""

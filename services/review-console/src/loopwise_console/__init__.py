@@ -1,0 +1,1 @@
+"""Loopwise review-console service: the reviewers' web console."""

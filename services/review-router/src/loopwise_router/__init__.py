@@ -1,0 +1,1 @@
+"""Loopwise review-router service: risk-threshold routing, holds, sampling and SLAs."""

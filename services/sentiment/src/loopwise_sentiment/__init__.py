@@ -1,0 +1,1 @@
+"""Loopwise sentiment service: sentiment scoring per segment and per call."""

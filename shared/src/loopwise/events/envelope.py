@@ -1,0 +1,98 @@
+"""CloudEvents 1.0 Kafka binary-mode headers, plus tenant_id, call_id and traceparent."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/json"
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+Headers = list[tuple[str, bytes]]
+
+
+class EnvelopeError(ValueError):
+    """The Kafka headers do not form a valid Loopwise envelope."""
+
+
+def new_traceparent(parent: str | None = None) -> str:
+    """Return a W3C traceparent: a child span of `parent`, or a new trace."""
+    match = _TRACEPARENT.match(parent) if parent else None
+    trace_id = match.group(1) if match else secrets.token_hex(16)
+    flags = match.group(3) if match else "01"
+    return f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The metadata that travels in Kafka headers next to an event's JSON value."""
+
+    type: str
+    source: str
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    tenant_id: str | None = None
+    call_id: str | None = None
+    traceparent: str | None = None
+    specversion: str = SPEC_VERSION
+    content_type: str = CONTENT_TYPE
+
+    def to_headers(self) -> Headers:
+        """Encode as Kafka headers (CloudEvents binary mode)."""
+        headers: Headers = [
+            ("ce_specversion", self.specversion.encode()),
+            ("ce_id", self.id.encode()),
+            ("ce_type", self.type.encode()),
+            ("ce_source", self.source.encode()),
+            ("ce_time", self.time.isoformat().encode()),
+            ("content-type", self.content_type.encode()),
+        ]
+        for name in ("tenant_id", "call_id", "traceparent"):
+            value = getattr(self, name)
+            if value is not None:
+                headers.append((name, value.encode()))
+        return headers
+
+    @classmethod
+    def from_headers(cls, headers: Headers | None) -> Envelope:
+        """Decode Kafka headers; raise EnvelopeError naming what is missing or wrong."""
+        values: dict[str, str] = {}
+        for name, raw in headers or []:
+            if raw is None:
+                continue
+            try:
+                values[name] = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise EnvelopeError(f"header {name!r} is not UTF-8") from exc
+        missing = [
+            h for h in ("ce_specversion", "ce_id", "ce_type", "ce_source") if h not in values
+        ]
+        if missing:
+            raise EnvelopeError(f"missing CloudEvents header(s): {', '.join(missing)}")
+        if values["ce_specversion"] != SPEC_VERSION:
+            raise EnvelopeError(f"unsupported ce_specversion {values['ce_specversion']!r}")
+        content_type = values.get("content-type", CONTENT_TYPE)
+        if not content_type.startswith(CONTENT_TYPE):
+            raise EnvelopeError(f"unsupported content-type {content_type!r}")
+        try:
+            time = datetime.fromisoformat(values["ce_time"]) if "ce_time" in values else None
+        except ValueError as exc:
+            raise EnvelopeError("ce_time is not an RFC 3339 timestamp") from exc
+        traceparent = values.get("traceparent")
+        if traceparent is not None and not _TRACEPARENT.match(traceparent):
+            traceparent = None  # a broken trace context is dropped, not fatal (W3C rule)
+        return cls(
+            type=values["ce_type"],
+            source=values["ce_source"],
+            id=values["ce_id"],
+            time=time or datetime.now(UTC),
+            tenant_id=values.get("tenant_id"),
+            call_id=values.get("call_id"),
+            traceparent=traceparent,
+            specversion=values["ce_specversion"],
+            content_type=content_type,
+        )

@@ -1,0 +1,103 @@
+"""Admitting a consumed message (size, envelope, type, UTF-8, JSON, schema) and encoding outputs.
+
+Shared by the confluent-kafka worker and the Faust runtime, so both classify bad
+input the same way and derive the same output ids.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from loopwise.events import (
+    ContractViolation,
+    Envelope,
+    EnvelopeError,
+    InvalidJson,
+    TenantEvent,
+    UnknownEventType,
+    decode,
+    encode,
+)
+from loopwise.events.envelope import Headers
+
+# Output event ids are uuid5(namespace, input id / service / index): stable across redeliveries.
+OUTPUT_ID_NAMESPACE = uuid.UUID("6f1c1d2e-8a53-4d0c-9a57-4c0f6b1e2a90")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A decoded, validated input event and where it came from."""
+
+    envelope: Envelope
+    event: TenantEvent
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Emit:
+    """An output event for a topic; its id is derived from the input's unless given."""
+
+    topic: str
+    event: TenantEvent
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a message cannot be processed: the stage, an error class and a readable reason."""
+
+    stage: str
+    error_class: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    """An encoded Kafka record ready to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+def admit(
+    value: bytes | None,
+    headers: Headers | None,
+    accepted: Mapping[str, type[TenantEvent]],
+    max_bytes: int,
+) -> tuple[Envelope, TenantEvent] | Rejection:
+    """Decode and validate one message, or say why it is rejected."""
+    size = len(value) if value is not None else 0
+    if size > max_bytes:
+        return Rejection(
+            "decode", "OversizeMessage", f"value is {size} bytes, limit is {max_bytes}"
+        )
+    try:
+        return decode(value, headers, dict(accepted))
+    except EnvelopeError as exc:
+        return Rejection("decode", "EnvelopeError", str(exc))
+    except UnknownEventType as exc:
+        return Rejection("decode", "UnknownEventType", str(exc))
+    except UnicodeDecodeError as exc:
+        return Rejection("decode", "InvalidUtf8", f"value is not UTF-8 (byte {exc.start})")
+    except InvalidJson as exc:
+        return Rejection("decode", "InvalidJson", str(exc))
+    except ContractViolation as exc:
+        return Rejection("validate", "SchemaViolation", str(exc))
+
+
+def output_id(parent_id: str, service: str, index: int) -> str:
+    """The event id of a service's index-th output for an input: the same on every redelivery."""
+    return str(uuid.uuid5(OUTPUT_ID_NAMESPACE, f"{parent_id}/{service}/{index}"))
+
+
+def encode_output(emit: Emit, parent: Envelope, service: str, index: int) -> OutRecord:
+    """Encode a handler's output with a traceparent child of its input and a derived id."""
+    event_id = emit.event_id or output_id(parent.id, service, index)
+    key, value, headers, _ = encode(emit.event, source=service, parent=parent, event_id=event_id)
+    return OutRecord(emit.topic, key, value, headers)

@@ -1,0 +1,406 @@
+"""The worker every stateless service and sink runs: consume, validate, handle, produce, commit.
+
+Guarantees, in order of importance:
+
+* At-least-once: an input's offset is stored only after every output it caused
+  (dead letters included) is acknowledged by the brokers; the idempotent
+  producer keeps retries from duplicating or reordering within a partition.
+* Redelivery is harmless downstream: an output's event id is derived from the
+  input's event id, the service and the output's index, so a replayed input
+  produces byte-identical ids that consumers deduplicate on.
+* One bad event never stops the service: it goes to the service's
+  dead-letter topic with its coordinates, stage, error class and reason.
+* SIGTERM finishes the batch in hand, commits and leaves the group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from pydantic import Field
+
+from loopwise.events import EVENT_TYPES, Envelope, TenantEvent
+from loopwise.events.envelope import Headers
+from loopwise.kafka.deadletter import PayloadFilter, dead_letter_record
+from loopwise.kafka.intake import Emit, Incoming, OutRecord, Rejection, admit, encode_output
+from loopwise.logging import get_logger, librdkafka_logger
+from loopwise.metrics import (
+    BATCH_RETRIES,
+    CONSUMER_LAG,
+    DELIVERY_FAILURES,
+    EVENTS_CONSUMED,
+    EVENTS_IN_PROGRESS,
+    EVENTS_PRODUCED,
+    HANDLER_SECONDS,
+    LAST_PROCESSED,
+    ProbeServer,
+    init_service_metrics,
+)
+from loopwise.settings import ServiceSettings
+from loopwise.topics import catalogue
+
+log = get_logger(__name__)
+
+
+class WorkerSettings(ServiceSettings):
+    """Settings of a confluent-kafka worker; services subclass with their env prefix."""
+
+    group_id: str = Field(min_length=1, description="Consumer group id")
+    input_topics: list[str] = Field(min_length=1, description="Topics to consume (JSON list)")
+    dead_letter_topic: str = Field(
+        min_length=1, description="Where undecodable or failing input goes"
+    )
+    batch_size: int = Field(default=500, ge=1, le=100_000, description="Messages per consume call")
+    poll_timeout_s: float = Field(
+        default=1.0, gt=0, le=60, description="Wait for messages, seconds"
+    )
+    max_message_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Larger input values are dead-lettered as oversize"
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest", description="Where a new group starts"
+    )
+    stats_interval_ms: int = Field(
+        default=5000, ge=0, description="librdkafka statistics (lag) period"
+    )
+    health_stall_s: float = Field(
+        default=120.0, gt=0, description="/healthz fails when the loop has not turned for this long"
+    )
+    retry_backoff_s: float = Field(default=1.0, ge=0, description="Pause before re-running a batch")
+    consumer_overrides: dict[str, str | int | bool] = Field(
+        default_factory=dict, description="Extra librdkafka consumer properties (JSON object)"
+    )
+    producer_overrides: dict[str, str | int | bool] = Field(
+        default_factory=dict, description="Extra librdkafka producer properties (JSON object)"
+    )
+
+
+Handler = Callable[[Incoming], Iterable[Emit]]
+"""A pure function from one input event to the events it causes; no Kafka inside."""
+
+
+@dataclass
+class _Batch:
+    pending: int = 0
+    failures: list[str] = field(default_factory=list)
+    delivered: dict[str, int] = field(default_factory=dict)
+
+
+def _coordinates(msg: Message) -> tuple[tuple[str, int], int]:
+    """Topic, partition and offset of a consumed (non-error) message."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return (topic, partition), offset
+
+
+def accepted_events(topics: Iterable[str]) -> dict[str, type[TenantEvent]]:
+    """Event types the catalogue allows on these topics (all types for unknown topics)."""
+    by_name = {t.name: t for t in catalogue().topics}
+    accepted: dict[str, type[TenantEvent]] = {}
+    for name in topics:
+        spec = by_name.get(name)
+        if spec is None:
+            return dict(EVENT_TYPES)
+        accepted.update({e: EVENT_TYPES[e] for e in spec.events if e in EVENT_TYPES})
+    return accepted
+
+
+class Worker:
+    """Runs one handler over input topics with at-least-once delivery and a dead-letter topic."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        settings: WorkerSettings,
+        handler: Handler,
+        output_topics: Sequence[str] = (),
+        accepted: Mapping[str, type[TenantEvent]] | None = None,
+        dead_letter_payload: PayloadFilter | None = None,
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.handler = handler
+        self.output_topics = frozenset(output_topics)
+        self.accepted = (
+            dict(accepted) if accepted is not None else accepted_events(settings.input_topics)
+        )
+        self.dead_letter_payload = dead_letter_payload
+        self._stop = threading.Event()
+        self._assigned_once = threading.Event()
+        self._last_turn = time.monotonic()
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._probes: ProbeServer | None = None
+        init_service_metrics(
+            service, settings.input_topics, [*self.output_topics, settings.dead_letter_topic]
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """True while the poll loop keeps turning."""
+        return time.monotonic() - self._last_turn < self.settings.health_stall_s
+
+    def ready(self) -> bool:
+        """True once the consumer joined its group, until shutdown begins."""
+        return self._assigned_once.is_set() and not self._stop.is_set()
+
+    def stop(self, *_: object) -> None:
+        """Ask the loop to finish the batch in hand, commit and exit; safe from signal handlers."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """Make SIGTERM and SIGINT drain the worker."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def start_probes(self) -> ProbeServer:
+        """Serve /metrics, /healthz and /readyz on the configured port."""
+        obs = self.settings.observability
+        self._probes = ProbeServer(
+            obs.host, obs.port, healthy=self.healthy, ready=self.ready
+        ).start()
+        log.info("probes_listening", port=self._probes.port)
+        return self._probes
+
+    def run(self) -> None:
+        """Consume until stop() is called; then drain, commit and close."""
+        self._consumer = Consumer(self._consumer_config())
+        self._producer = Producer(self._producer_config())
+        self._consumer.subscribe(
+            list(self.settings.input_topics), on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        log.info(
+            "worker_started",
+            inputs=list(self.settings.input_topics),
+            outputs=sorted(self.output_topics),
+            dead_letter_topic=self.settings.dead_letter_topic,
+            group_id=self.settings.group_id,
+        )
+        try:
+            while not self._stop.is_set():
+                self._last_turn = time.monotonic()
+                messages = self._consumer.consume(
+                    num_messages=self.settings.batch_size, timeout=self.settings.poll_timeout_s
+                )
+                if messages:
+                    self._process_batch(messages)
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        log.info("worker_draining")
+        if self._producer is not None:
+            self._producer.flush(30)
+        if self._consumer is not None:
+            self._commit_sync()
+            self._consumer.close()
+        if self._probes is not None:
+            self._probes.stop()
+        log.info("worker_stopped")
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def _common_config(self) -> dict[str, Any]:
+        return {
+            **self.settings.kafka.librdkafka(),
+            "client.id": f"{self.settings.kafka.client_id}-{self.service}",
+            "logger": librdkafka_logger(self.service),
+            "error_cb": self._on_kafka_error,
+        }
+
+    def _consumer_config(self) -> dict[str, Any]:
+        return {
+            **self._common_config(),
+            "group.id": self.settings.group_id,
+            "enable.auto.commit": True,
+            # Offsets are stored by hand, only after outputs are delivered.
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": self.settings.auto_offset_reset,
+            "statistics.interval.ms": self.settings.stats_interval_ms,
+            "stats_cb": self._on_stats,
+            **self.settings.consumer_overrides,
+        }
+
+    def _producer_config(self) -> dict[str, Any]:
+        return {
+            **self._common_config(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            **self.settings.producer_overrides,
+        }
+
+    # -- the batch -------------------------------------------------------------------------
+
+    def _process_batch(self, messages: list[Message]) -> None:
+        batch = _Batch()
+        first: dict[tuple[str, int], int] = {}
+        last: dict[tuple[str, int], int] = {}
+        EVENTS_IN_PROGRESS.labels(self.service).set(len(messages))
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume_error", error=str(err))
+                continue
+            tp, offset = _coordinates(msg)
+            first.setdefault(tp, offset)
+            last[tp] = offset
+            for out in self._process_message(msg):
+                self._produce(out, batch)
+        self._await_deliveries(batch)
+        if batch.failures:
+            # Nothing of this batch is committed: rewind and do it again (outputs keep their ids).
+            BATCH_RETRIES.labels(self.service).inc()
+            log.error(
+                "batch_delivery_failed",
+                failures=batch.failures[:5],
+                retry_in_s=self.settings.retry_backoff_s,
+            )
+            for (topic, partition), offset in first.items():
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            self._stop.wait(self.settings.retry_backoff_s)
+            EVENTS_IN_PROGRESS.labels(self.service).set(0)
+            return
+        if last:
+            self._consumer.store_offsets(
+                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+            )
+        for topic, count in batch.delivered.items():
+            EVENTS_PRODUCED.labels(self.service, topic).inc(count)
+        EVENTS_IN_PROGRESS.labels(self.service).set(0)
+        LAST_PROCESSED.labels(self.service).set_to_current_time()
+
+    def _process_message(self, msg: Message) -> list[OutRecord]:
+        (topic, partition), offset = _coordinates(msg)
+        value: bytes | None = msg.value()
+        # Kafka headers are a list of (name, bytes) pairs as consumed.
+        headers = cast(Headers | None, msg.headers())
+
+        def to_dlq(stage: str, error_class: str, reason: str) -> list[OutRecord]:
+            return [
+                dead_letter_record(
+                    service=self.service,
+                    dead_letter_topic=self.settings.dead_letter_topic,
+                    rejection=Rejection(stage, error_class, reason),
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    key=msg.key(),
+                    value=value,
+                    headers=headers,
+                    payload_filter=self.dead_letter_payload,
+                )
+            ]
+
+        admitted = admit(value, headers, self.accepted, self.settings.max_message_bytes)
+        if isinstance(admitted, Rejection):
+            return to_dlq(admitted.stage, admitted.error_class, admitted.reason)
+        envelope, event = admitted
+        incoming = Incoming(envelope, event, topic, partition, offset)
+        started = time.perf_counter()
+        try:
+            with structlog.contextvars.bound_contextvars(
+                call_id=envelope.call_id, event_id=envelope.id
+            ):
+                emits = list(self.handler(incoming))
+            outs = [self._encode(emit, envelope, index) for index, emit in enumerate(emits)]
+        except Exception as exc:
+            log.exception("handler_failed", call_id=envelope.call_id, event_id=envelope.id)
+            return to_dlq("handle", type(exc).__name__, str(exc)[:500] or type(exc).__name__)
+        finally:
+            HANDLER_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+        EVENTS_CONSUMED.labels(self.service, topic, "processed").inc()
+        return outs
+
+    def _encode(self, emit: Emit, parent: Envelope, index: int) -> OutRecord:
+        if self.output_topics and emit.topic not in self.output_topics:
+            raise ValueError(f"handler emitted to undeclared topic {emit.topic!r}")
+        return encode_output(emit, parent, self.service, index)
+
+    def _produce(self, out: OutRecord, batch: _Batch) -> None:
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            batch.pending -= 1
+            if err is not None:
+                DELIVERY_FAILURES.labels(self.service, out.topic).inc()
+                batch.failures.append(f"{out.topic}: {err.str()}")
+            else:
+                batch.delivered[out.topic] = batch.delivered.get(out.topic, 0) + 1
+
+        while True:
+            try:
+                self._producer.produce(
+                    out.topic,
+                    value=out.value,
+                    key=out.key,
+                    headers=out.headers,
+                    on_delivery=delivered,
+                )
+                batch.pending += 1
+                return
+            except BufferError:
+                self._producer.poll(0.1)  # local queue full: let deliveries drain, then retry
+            except KafkaException as exc:
+                batch.failures.append(f"{out.topic}: {exc}")
+                return
+
+    def _await_deliveries(self, batch: _Batch) -> None:
+        while batch.pending > 0:
+            self._producer.flush(1.0)
+            self._last_turn = time.monotonic()
+
+    # -- callbacks -------------------------------------------------------------------------
+
+    def _commit_sync(self) -> None:
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("commit_failed", error=str(exc))
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._assigned_once.set()
+        log.info(
+            "partitions_assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions]
+        )
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        # Batches are finished before the next poll, so what is stored is final: commit it now
+        # so the next owner starts exactly after it.
+        self._commit_sync()
+        for p in partitions:
+            with contextlib.suppress(KeyError):
+                CONSUMER_LAG.remove(self.service, p.topic, str(p.partition))
+        log.info("partitions_revoked", partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
+
+    def _on_stats(self, stats_json: str) -> None:
+        stats = json.loads(stats_json)
+        for topic, tstats in stats.get("topics", {}).items():
+            for pid, pstats in tstats.get("partitions", {}).items():
+                lag = pstats.get("consumer_lag", -1)
+                if pid != "-1" and lag >= 0 and pstats.get("fetch_state") == "active":
+                    CONSUMER_LAG.labels(self.service, topic, pid).set(lag)
+
+    def _on_kafka_error(self, err: KafkaError) -> None:
+        log.warning("kafka_error", error=err.str(), code=err.name(), fatal=err.fatal())
+        if err.fatal():
+            self.stop()
+
+
+def serve(worker: Worker) -> None:
+    """Run a worker as a service process: probes, signal handlers, then the loop."""
+    worker.install_signal_handlers()
+    worker.start_probes()
+    worker.run()
