@@ -126,8 +126,12 @@ class Worker:
         output_topics: Sequence[str] = (),
         accepted: Mapping[str, type[TenantEvent]] | None = None,
         dead_letter_payload: PayloadFilter | None = None,
+        before_commit: Callable[[], None] | None = None,
     ) -> None:
         self.service = service
+        # Sinks make their writes durable here: it runs after a batch's outputs are delivered
+        # and before its offsets are stored; if it raises, the batch is rewound and retried.
+        self.before_commit = before_commit
         self.settings = settings
         self.handler = handler
         self.output_topics = frozenset(output_topics)
@@ -261,6 +265,12 @@ class Worker:
             for out in self._process_message(msg):
                 self._produce(out, batch)
         self._await_deliveries(batch)
+        if not batch.failures and self.before_commit is not None:
+            try:
+                self.before_commit()
+            except Exception as exc:  # any sink failure must rewind, never store offsets
+                log.exception("before_commit_failed")
+                batch.failures.append(f"before_commit: {type(exc).__name__}: {exc}")
         if batch.failures:
             # Nothing of this batch is committed: rewind and do it again (outputs keep their ids).
             BATCH_RETRIES.labels(self.service).inc()
