@@ -6,7 +6,13 @@ from typing import Literal
 
 from pydantic import AwareDatetime, Field
 
-from loopwise.events.base import ContractModel, DerivedCallEvent, PartyRole, Probability
+from loopwise.events.base import (
+    ContractModel,
+    DerivedCallEvent,
+    ModelRef,
+    PartyRole,
+    Probability,
+)
 from loopwise.events.scores import ComplianceFinding, SentimentLabel
 
 RoutingOutcome = Literal["auto", "sample", "hold"]
@@ -74,6 +80,12 @@ class TaskSegment(ContractModel):
     findings: list[ComplianceFinding] = Field(
         default_factory=list, max_length=200, description="Compliance findings on this segment"
     )
+    asr_model: ModelRef | None = Field(
+        default=None, description="ASR model and version that made the text, when known"
+    )
+    sentiment_model: ModelRef | None = Field(
+        default=None, description="Sentiment model and version that scored it, when known"
+    )
 
 
 class ReviewTaskCreatedV1(DerivedCallEvent):
@@ -103,6 +115,9 @@ class ReviewTaskCreatedV1(DerivedCallEvent):
         default_factory=list,
         max_length=500,
         description="Call-level findings to confirm or dismiss",
+    )
+    compliance_pack: ModelRef | None = Field(
+        default=None, description="Rule pack and version that made the findings, when known"
     )
 
 
