@@ -1,0 +1,153 @@
+"""Sentiment evaluation on ../shared/data/sentiment/uci_amazon_yelp.jsonl (2,000 labelled reviews).
+
+Prints, per model: accuracy (direction of the score: >= 0 is positive, as in
+the 74.8% VADER reference), accuracy of the rest when the least-confident 10%
+and 20% go to people, and the error rate of the least-confident 20% divided by
+that of the rest.
+
+Honest split: each review goes to `dev` or `test` by sha256(id) parity. The
+calibrated model is fitted on `dev` only (`--write-calibration` writes the
+shipped file from `dev`) and reported on `test`; a 5-fold cross-validation of
+the whole fitting procedure over all 2,000 reviews is printed as a second view.
+Nothing is reported on the data it was fitted on.
+
+    uv run python bench/sentiment_eval.py [--write-calibration]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from loopwise_sentiment.models import SentimentModel
+from loopwise_sentiment.models.calibrated import CalibratedVaderModel
+from loopwise_sentiment.models.calibration import (
+    DEFAULT_CALIBRATION,
+    Calibration,
+    fit_calibration,
+    write_calibration,
+)
+from loopwise_sentiment.models.features import feature_vector, text_features
+from loopwise_sentiment.models.vader import VaderModel
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "sentiment" / "uci_amazon_yelp.jsonl"
+SHIPPED = ROOT / "services/sentiment/src/loopwise_sentiment/models" / DEFAULT_CALIBRATION
+
+Row = dict[str, object]
+
+
+def split_of(row: Row) -> str:
+    """dev or test, fixed by the review id."""
+    return "test" if int(hashlib.sha256(str(row["id"]).encode()).hexdigest(), 16) % 2 else "dev"
+
+
+def review_figures(right: Sequence[bool], confidence: Sequence[float]) -> dict[str, float]:
+    """Accuracy, accuracy of the rest after 10%/20% least-confident go to people, error ratio."""
+    n = len(right)
+    order = sorted(range(n), key=lambda i: confidence[i])  # stable: ties keep input order
+    out = {"n": float(n), "accuracy": sum(right) / n}
+    for share in (0.1, 0.2):
+        k = round(share * n)
+        rest = [right[i] for i in order[k:]]
+        out[f"rest_accuracy_{int(share * 100)}"] = sum(rest) / len(rest)
+    k = round(0.2 * n)
+    low_err = 1 - sum(right[i] for i in order[:k]) / k
+    rest_err = 1 - sum(right[i] for i in order[k:]) / (n - k)
+    out["low20_error"] = low_err
+    out["rest_error"] = rest_err
+    out["error_ratio_20"] = low_err / rest_err if rest_err else float("inf")
+    return out
+
+
+def evaluate(model: SentimentModel, rows: Sequence[Row]) -> dict[str, float]:
+    """Score rows with a model and compute the review figures."""
+    right, conf, neutral = [], [], 0
+    for row in rows:
+        result = model.score(str(row["text"]))
+        right.append((result.score >= 0) == (row["label"] == 1))
+        conf.append(result.confidence)
+        neutral += result.label == "neutral"
+    figures = review_figures(right, conf)
+    figures["neutral_share"] = neutral / len(rows)
+    return figures
+
+
+def fit_on(rows: Sequence[Row], version: str, note: str) -> Calibration:
+    """Fit the calibration on these rows only."""
+    x = [feature_vector(text_features(str(r["text"]))) for r in rows]
+    y = [int(r["label"] == 1) for r in rows]  # type: ignore[comparison-overlap]
+    return fit_calibration(
+        x, y, version=version, fitted_on={"data": DATA.name, "split": note, "rows": len(rows)}
+    )
+
+
+def cross_validate(rows: Sequence[Row], folds: int = 5) -> dict[str, float]:
+    """k-fold CV of the fitting procedure: each fold scored by a model fitted without it."""
+    right: list[bool] = []
+    conf: list[float] = []
+    for k in range(folds):
+        held = [r for i, r in enumerate(rows) if i % folds == k]
+        train = [r for i, r in enumerate(rows) if i % folds != k]
+        model = CalibratedVaderModel(fit_on(train, f"cv{k}", f"fold != {k}"))
+        for row in held:
+            result = model.score(str(row["text"]))
+            right.append((result.score >= 0) == (row["label"] == 1))
+            conf.append(result.confidence)
+    return review_figures(right, conf)
+
+
+def line(name: str, f: dict[str, float]) -> str:
+    """One printed row of figures."""
+    return (
+        f"{name:42} n={int(f['n']):5}  acc {f['accuracy']:6.1%}  "
+        f"rest acc (10% to people) {f['rest_accuracy_10']:6.1%}  "
+        f"(20%) {f['rest_accuracy_20']:6.1%}  "
+        f"err low20 {f['low20_error']:5.1%} vs rest {f['rest_error']:5.1%} "
+        f"ratio {f['error_ratio_20']:4.2f}"
+    )
+
+
+def main() -> int:
+    """Run the evaluation and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--write-calibration",
+        action="store_true",
+        help=f"fit on the dev split and write the shipped {DEFAULT_CALIBRATION}",
+    )
+    args = parser.parse_args()
+    if not DATA.exists():
+        print(f"skipped: {DATA} not found (the dev data lives in ../shared/data)")
+        return 0
+    rows: list[Row] = [json.loads(x) for x in DATA.read_text(encoding="utf-8").splitlines() if x]
+    dev = [r for r in rows if split_of(r) == "dev"]
+    test = [r for r in rows if split_of(r) == "test"]
+    if args.write_calibration:
+        fitted = fit_on(dev, "cal-v1", "dev = sha256(id) even")
+        write_calibration(fitted, SHIPPED)
+        print(f"wrote {SHIPPED.relative_to(ROOT)} (fitted on {len(dev)} dev rows)")
+    started = time.perf_counter()
+    vader = VaderModel()
+    calibrated = CalibratedVaderModel()
+    print(f"data: {DATA.name}, {len(rows)} rows; dev {len(dev)} (fitting), test {len(test)}")
+    print(line("VADER alone, rule confidence, all rows", evaluate(vader, rows)))
+    print(line("VADER alone, rule confidence, test", evaluate(vader, test)))
+    fitted_on = calibrated.calibration.fitted_on.get("split", "?")
+    print(f"vader-calibrated {calibrated.version} fitted on: {fitted_on}")
+    test_figures = evaluate(calibrated, test)
+    print(line("vader-calibrated (shipped), test", test_figures))
+    print(f"{'':42} neutral labels on test: {test_figures['neutral_share']:.1%}")
+    print(line("vader-calibrated, 5-fold CV, all rows", cross_validate(rows)))
+    elapsed = time.perf_counter() - started
+    print(f"elapsed {elapsed:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Per-call state: the scored customer turns, whether the call ended, what was published.
+
+Why SQLite behind the confluent-kafka worker rather than a Faust table: the hot
+path (one score per segment) is stateless and runs on the shared worker with its
+proven dead-letter and offset handling; the per-call state is small (a few
+hundred turns per call) and private to this service. Each input event is applied
+in ONE SQLite transaction that also records the call-level outputs it caused,
+keyed by the input's event id. A redelivered event (after a crash before the
+offset commit) is therefore not counted twice, and its recorded outputs are sent
+again with the same derived event ids, so downstream dedup removes them. The
+store survives a process restart (tested); it is local to a replica, so run the
+service as a StatefulSet with a volume and static group membership
+(`consumer_overrides: {"group.instance.id": ...}`) so partitions come back to the
+replica that holds their calls. A partition moved to another replica starts its
+open calls afresh: a limitation a Faust changelog table would remove.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+from loopwise_sentiment.models import Label
+from loopwise_sentiment.rolling import ScoredTurn
+
+
+@dataclass(frozen=True)
+class CallState:
+    """What the service remembers about one call."""
+
+    tenant_id: str
+    call_id: str
+    turns: tuple[ScoredTurn, ...] = ()
+    ended: bool = False
+    ended_event_id: str | None = None
+    last_published: float | None = None
+    last_label: Label | None = None
+
+    def with_turn(self, turn: ScoredTurn) -> CallState:
+        """This state with a turn added, replacing an earlier version of the same segment."""
+        kept = tuple(t for t in self.turns if t.segment_id != turn.segment_id)
+        return replace(self, turns=(*kept, turn))
+
+    def to_json(self) -> str:
+        """Serialise for storage."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> CallState:
+        """Read back what to_json wrote."""
+        data = json.loads(text)
+        data["turns"] = tuple(ScoredTurn(**t) for t in data["turns"])
+        return cls(**data)
+
+
+class StateStore(Protocol):
+    """Where per-call state and the outputs of every applied event are kept."""
+
+    def recorded(self, event_id: str) -> list[str] | None:
+        """The outputs (JSON) recorded when this event was applied, or None if it never was."""
+        ...
+
+    def load(self, call_id: str) -> CallState | None:
+        """The state of a call, if any."""
+        ...
+
+    def save(self, state: CallState, event_id: str, outputs: list[str]) -> None:
+        """Store a call's new state and the outputs an event caused, atomically."""
+        ...
+
+
+@dataclass
+class MemoryStateStore:
+    """A store in memory: for the batch command and unit tests."""
+
+    calls: dict[str, CallState] = field(default_factory=dict)
+    applied: dict[str, list[str]] = field(default_factory=dict)
+
+    def recorded(self, event_id: str) -> list[str] | None:
+        """See StateStore."""
+        return self.applied.get(event_id)
+
+    def load(self, call_id: str) -> CallState | None:
+        """See StateStore."""
+        return self.calls.get(call_id)
+
+    def save(self, state: CallState, event_id: str, outputs: list[str]) -> None:
+        """See StateStore."""
+        self.calls[state.call_id] = state
+        self.applied[event_id] = list(outputs)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    call_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    ended INTEGER NOT NULL DEFAULT 0,
+    updated_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS applied (
+    event_id TEXT PRIMARY KEY,
+    call_id TEXT NOT NULL,
+    outputs TEXT NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS applied_call ON applied (call_id);
+"""
+
+
+class SqliteStateStore:
+    """A durable store in one SQLite file (WAL mode; every save is one transaction)."""
+
+    def __init__(self, path: Path | str, retain_ended_calls: int = 10_000) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.retain_ended_calls = retain_ended_calls
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM applied").fetchone()
+        self._seq = int(row[0])
+
+    def recorded(self, event_id: str) -> list[str] | None:
+        """See StateStore."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT outputs FROM applied WHERE event_id = ?", (event_id,)
+            ).fetchone()
+        return None if row is None else list(json.loads(row[0]))
+
+    def load(self, call_id: str) -> CallState | None:
+        """See StateStore."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state FROM calls WHERE call_id = ?", (call_id,)
+            ).fetchone()
+        return None if row is None else CallState.from_json(row[0])
+
+    def save(self, state: CallState, event_id: str, outputs: list[str]) -> None:
+        """See StateStore; also forgets the oldest ended calls beyond the retention count."""
+        with self._lock:
+            self._seq += 1
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "INSERT INTO calls (call_id, state, ended, updated_seq) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(call_id) DO UPDATE SET state = excluded.state, "
+                    "ended = excluded.ended, updated_seq = excluded.updated_seq",
+                    (state.call_id, state.to_json(), int(state.ended), self._seq),
+                )
+                db.execute(
+                    "INSERT OR REPLACE INTO applied (event_id, call_id, outputs, seq) "
+                    "VALUES (?, ?, ?, ?)",
+                    (event_id, state.call_id, json.dumps(outputs), self._seq),
+                )
+                if state.ended:
+                    self._forget_old_ended()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _forget_old_ended(self) -> None:
+        old = self._db.execute(
+            "SELECT call_id FROM calls WHERE ended = 1 ORDER BY updated_seq DESC LIMIT -1 OFFSET ?",
+            (self.retain_ended_calls,),
+        ).fetchall()
+        for (call_id,) in old:
+            self._db.execute("DELETE FROM applied WHERE call_id = ?", (call_id,))
+            self._db.execute("DELETE FROM calls WHERE call_id = ?", (call_id,))
+
+    def call_count(self) -> int:
+        """Calls held (open and recently ended)."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
