@@ -66,6 +66,12 @@ class Evidence(ContractModel):
     start: int | None = Field(default=None, ge=0, description="Offset in the segment's text")
     end: int | None = Field(default=None, ge=0, description="End offset (exclusive)")
     text: str = Field(max_length=2_000, description="Redacted excerpt or explanation")
+    start_s: float | None = Field(
+        default=None, ge=0, description="When the evidence was said, seconds from call start"
+    )
+    end_s: float | None = Field(
+        default=None, ge=0, description="When the evidence ended, seconds from call start"
+    )
 
 
 class ComplianceFinding(ContractModel):
@@ -86,6 +92,14 @@ class ComplianceFinding(ContractModel):
     score: Probability = Field(description="How sure the rule is")
     evidence: Evidence = Field(description="What made it fire")
     segment_id: str | None = Field(default=None, max_length=160, description="Segment, if any")
+    matched_phrase: str | None = Field(
+        default=None, max_length=500, description="The rule's phrase or pattern that matched"
+    )
+    explanation: str | None = Field(
+        default=None,
+        max_length=1_000,
+        description="Why the rule fired, for reviewers (e.g. said 41.0 s after a 30 s deadline)",
+    )
 
 
 class SegmentComplianceV1(DerivedCallEvent):
@@ -96,6 +110,11 @@ class SegmentComplianceV1(DerivedCallEvent):
     segment_id: str = Field(min_length=1, max_length=160, description="Checked segment id")
     findings: list[ComplianceFinding] = Field(
         default_factory=list, max_length=200, description="Findings; empty when nothing fired"
+    )
+    rule_pack_hash: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the resolved rule pack named in `producer` (hex)",
     )
 
 
@@ -108,3 +127,8 @@ class CallComplianceV1(DerivedCallEvent):
         default_factory=list, max_length=500, description="Call-level findings; may be empty"
     )
     segments_checked: int = Field(ge=0, description="Segments the rules saw")
+    rule_pack_hash: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the resolved rule pack named in `producer` (hex)",
+    )

@@ -1,0 +1,208 @@
+"""Phrase matching that tolerates ASR errors: normalised word windows compared with rapidfuzz.
+
+Text and phrases are reduced to lower-case words (punctuation dropped,
+contractions expanded, filler words such as "um" removed, redaction tokens
+such as `[CARD_NUMBER]` kept whole). A phrase of k words is compared with every
+window of k-1 to k+1 words of the text, so a word split or merged by the
+recogniser ("record it" for "recorded") still matches; windows never cut a
+word, so "sue" does not match inside "issue". Besides the whole-window
+similarity, the words must align one by one (a phrase word may match two
+window words run together, or two phrase words one window word), and short
+words must match exactly: "not", "sue" or "in" carry the meaning, so "not
+helpful" never matches "most helpful" and "can afford" never matches "can not
+afford". Each normalised word remembers its character span in the original
+text, so evidence points at what was said.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from rapidfuzz import fuzz
+
+_APOSTROPHE = "\u2019"  # typographic apostrophe, as some ASR engines write it
+_TOKEN = re.compile(r"\[[A-Z][A-Z0-9_]*\]|[A-Za-z0-9]+(?:['\u2019][A-Za-z]+)*")
+
+_CONTRACTIONS: dict[str, tuple[str, ...]] = {
+    "can't": ("can", "not"),
+    "cannot": ("can", "not"),
+    "won't": ("will", "not"),
+    "shan't": ("shall", "not"),
+    "ain't": ("is", "not"),
+    "i'm": ("i", "am"),
+    "let's": ("let", "us"),
+}
+_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "n't": ("not",),
+    "'re": ("are",),
+    "'ve": ("have",),
+    "'ll": ("will",),
+    "'d": ("would",),
+}
+NEGATIONS = frozenset({"not", "no", "never", "nothing", "nobody", "none"})
+"""Words that a split or merge may never swallow: they flip the meaning."""
+MERGE_THRESHOLD = 85.0
+"""Two phrase words heard as one ("any more" as "anymore") must be this close: a merge
+that simply drops a word ("my husband died" as "my husband") must not pass."""
+FILLERS = frozenset({"um", "uh", "uhm", "erm", "er", "ah", "eh", "hmm", "mm", "mhm"})
+
+
+@dataclass(frozen=True)
+class NormWord:
+    """A normalised word and the span of the original token it came from."""
+
+    text: str
+    start: int
+    end: int
+
+
+def _expand(token: str) -> tuple[str, ...]:
+    word = token.lower().replace(_APOSTROPHE, "'")
+    if word in _CONTRACTIONS:
+        return _CONTRACTIONS[word]
+    for suffix, expansion in _SUFFIXES.items():
+        if word.endswith(suffix) and len(word) > len(suffix):
+            return (word[: -len(suffix)], *expansion)
+    if word.endswith("'s") and len(word) > 2:
+        return (word[:-2], "is")  # "it's", "that's", "call's": a possessive reads fine too
+    return (word.replace("'", ""),)
+
+
+def normalise(text: str) -> list[NormWord]:
+    """Split text into normalised words, each with its span in `text`."""
+    words: list[NormWord] = []
+    for match in _TOKEN.finditer(text):
+        token = match.group(0)
+        if token.startswith("["):
+            words.append(NormWord(token, match.start(), match.end()))
+            continue
+        for part in _expand(token):
+            if part and part not in FILLERS:
+                words.append(NormWord(part, match.start(), match.end()))
+    return words
+
+
+def normalise_phrase(phrase: str) -> str:
+    """The normalised form of a rule phrase: the words of `normalise`, space-joined."""
+    return " ".join(w.text for w in normalise(phrase))
+
+
+@dataclass(frozen=True)
+class PhraseMatch:
+    """Where a phrase matched: its span in the original text and how similar it was (0-100)."""
+
+    phrase: str
+    start: int
+    end: int
+    similarity: float
+
+
+@dataclass(frozen=True)
+class MatchOptions:
+    """How strictly phrases match."""
+
+    fuzzy: bool = True
+    threshold: float = 85.0
+    min_fuzzy_chars: int = 6
+    """Phrases shorter than this (normalised) must match exactly: short words fuzz too easily."""
+    word_threshold: float = 75.0
+    """Lowest similarity of each aligned word pair."""
+    exact_word_chars: int = 3
+    """Phrase words this short must be recognised exactly."""
+
+
+def _joinable(words: Sequence[str], options: MatchOptions, heard: bool) -> bool:
+    """Whether words may be run together in a split (heard side) or merge (phrase side)."""
+    if any(w in NEGATIONS or w.startswith("[") for w in words):
+        return False
+    return heard or all(len(w) > options.exact_word_chars for w in words)
+
+
+def _word_ok(phrase_word: str, heard: str, options: MatchOptions) -> bool:
+    if phrase_word == heard:
+        return True
+    if len(phrase_word) <= options.exact_word_chars or phrase_word.startswith("["):
+        return False
+    return fuzz.ratio(phrase_word, heard) >= options.word_threshold
+
+
+def words_align(phrase: Sequence[str], heard: Sequence[str], options: MatchOptions) -> bool:
+    """Whether every phrase word lines up with heard words (allowing one-to-two splits/merges)."""
+    memo: dict[tuple[int, int], bool] = {}
+
+    def go(i: int, j: int) -> bool:
+        if i == len(phrase) or j == len(heard):
+            return i == len(phrase) and j == len(heard)
+        if (i, j) not in memo:
+            memo[(i, j)] = (
+                (_word_ok(phrase[i], heard[j], options) and go(i + 1, j + 1))
+                or (
+                    j + 1 < len(heard)
+                    and _joinable(heard[j : j + 2], options, heard=True)
+                    and _word_ok(phrase[i], heard[j] + heard[j + 1], options)
+                    and go(i + 1, j + 2)
+                )
+                or (
+                    i + 1 < len(phrase)
+                    and _joinable(phrase[i : i + 2], options, heard=False)
+                    and fuzz.ratio(phrase[i] + phrase[i + 1], heard[j]) >= MERGE_THRESHOLD
+                    and go(i + 2, j + 1)
+                )
+            )
+        return memo[(i, j)]
+
+    return go(0, 0)
+
+
+def find_phrase(
+    words: Sequence[NormWord], phrase: str, options: MatchOptions
+) -> PhraseMatch | None:
+    """The best match of one normalised phrase in the words, or None below the threshold."""
+    target = phrase.split()
+    if not target or not words:
+        return None
+    k = len(target)
+    exact_only = not options.fuzzy or len(phrase) < options.min_fuzzy_chars
+    best: PhraseMatch | None = None
+    sizes = (k,) if exact_only else tuple(n for n in (k, k - 1, k + 1) if n >= 1)
+    for size in sizes:
+        for i in range(0, len(words) - size + 1):
+            window = words[i : i + size]
+            candidate = " ".join(w.text for w in window)
+            if exact_only:
+                similarity = 100.0 if candidate == phrase else 0.0
+            else:
+                similarity = fuzz.ratio(candidate, phrase, score_cutoff=options.threshold)
+                if similarity and not words_align(target, [w.text for w in window], options):
+                    similarity = 0.0
+            if similarity >= (100.0 if exact_only else options.threshold) and (
+                best is None or similarity > best.similarity
+            ):
+                best = PhraseMatch(phrase, window[0].start, window[-1].end, similarity)
+                if similarity == 100.0:
+                    return best
+    return best
+
+
+def find_any(
+    words: Sequence[NormWord], phrases: Iterable[str], options: MatchOptions
+) -> PhraseMatch | None:
+    """The best match among several normalised phrases (the earliest on ties)."""
+    best: PhraseMatch | None = None
+    for phrase in phrases:
+        found = find_phrase(words, phrase, options)
+        if found is not None and (best is None or found.similarity > best.similarity):
+            best = found
+            if found.similarity == 100.0:
+                break
+    return best
+
+
+def find_all(
+    words: Sequence[NormWord], phrases: Iterable[str], options: MatchOptions
+) -> list[PhraseMatch]:
+    """Every phrase that matches, each at its best place."""
+    matches = [find_phrase(words, phrase, options) for phrase in phrases]
+    return [m for m in matches if m is not None]
