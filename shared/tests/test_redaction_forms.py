@@ -36,6 +36,12 @@ CASES: list[tuple[str, str]] = [
         "uh my card four one one one one one one one one one one one one one one two",
         "uh my card [CARD_NUMBER]",
     ),
+    ("4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "[CARD_NUMBER]"),
+    ("41 11 11 11 11 11 11 11 and that's it", "[CARD_NUMBER] and that's it"),
+    (
+        "card ending, sorry, full number 4111111111111111.",
+        "card ending, sorry, full number [CARD_NUMBER].",
+    ),
     # CVV and expiry near card context
     (
         "card 4111 1111 1111 1111 expires 09/27 cvv 123",
@@ -45,6 +51,8 @@ CASES: list[tuple[str, str]] = [
     ("the security code on the back is four five six", "the security code on the back is [CVV]"),
     ("and the CVV is 7 3 1", "and the CVV is [CVV]"),
     ("my card expires in March 2027", "my card expires in [EXPIRY]"),
+    ("expiration 12 27", "expiration [EXPIRY]"),
+    ("it expires oh nine slash two seven", "it expires [EXPIRY]"),
     ("4111 1111 1111 1111 1227 123", "[CARD_NUMBER] [EXPIRY] [CVV]"),
     # SSN
     ("my social is 123-45-6789", "my social is [SSN]"),
@@ -63,6 +71,8 @@ CASES: list[tuple[str, str]] = [
     ("my number is 555.123.4567 ok", "my number is [PHONE] ok"),
     ("reach me on +44 7700 900123", "reach me on [PHONE]"),
     ("you can call five five five one two three four five six seven", "you can call [PHONE]"),
+    ("the phone is five five five dash one two three four", "the phone is [PHONE]"),
+    ("call 5551234 please", "call [PHONE] please"),
     ("fax +1-903-140-4508x769", "fax [PHONE]"),
     # email
     ("email me at john.smith@example.com.", "email me at [EMAIL]."),
@@ -71,6 +81,8 @@ CASES: list[tuple[str, str]] = [
     ("I was born on 2/8/1935.", "I was born on [DATE_OF_BIRTH]."),
     ("date of birth March 3rd, 1980", "date of birth [DATE_OF_BIRTH]"),
     ("my DOB is 1980-03-03", "my DOB is [DATE_OF_BIRTH]"),
+    ("birth date oh three oh three nineteen eighty", "birth date [DATE_OF_BIRTH]"),
+    ("born on the 3rd of March, 1980", "born on [DATE_OF_BIRTH]"),
     ("my birthday is september twenty fourth nineteen forty six", "my birthday is [DATE_OF_BIRTH]"),
 ]
 
@@ -157,7 +169,20 @@ def test_redactions_are_counted_by_type() -> None:
 
 
 def test_no_digit_string_of_seven_or_more_survives_in_speech() -> None:
-    text = "the reference is seven three nine two eight one four five"
+    text = "and it's seven three nine two eight one four five, got it?"
     result = redact(text)
     assert not re.search(r"\d", result.text)
     assert "seven three nine" not in result.text
+
+
+def test_identity_numbers_are_redacted_but_our_own_record_numbers_stay() -> None:
+    assert redact("my driver's license number is 6940579").text == (
+        "my driver's license number is [REDACTED]"
+    )
+    assert redact("and my pin is 4821").text == "and my pin is [REDACTED]"
+    assert redact("your order number is 12345678").text == "your order number is 12345678"
+    assert redact("the ticket number is seven three nine two eight one four").spans == []
+    # a card number or SSN is redacted whatever it is called
+    assert redact("order number 4111 1111 1111 1111").text == "order number [CARD_NUMBER]"
+    # record words count only right before the number
+    assert redact("about order 5, call 555-123-4567").text == "about order 5, call [PHONE]"

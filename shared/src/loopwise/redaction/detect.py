@@ -63,6 +63,19 @@ DOB_CONTEXT = re.compile(
     r"\b(?:born|birth|dob|d\.o\.b|birthday|birthdate|bday)\b",
     _I,
 )
+# Identifier words count only right before the number ("order number is 123", not
+# "about order 5 at 555-123-4567").
+_ID_TAIL = r"(?:\s+(?:number|no\.?|num|#|id|code))?(?:\s+(?:is|was|of))?\s*[:#]?\s*$"
+PERSONAL_ID_CONTEXT = re.compile(
+    r"\b(?:licen[cs]e|passport|national\s+id|id\s+card|tax\s+id|tin|ein|itin|medicare"
+    rf"|medicaid|member\s+id|membership|policy|pin|password|passcode){_ID_TAIL}",
+    _I,
+)
+RECORD_ID_CONTEXT = re.compile(
+    r"\b(?:order|reference|ref|ticket|invoice|confirmation|tracking|case|claim|booking"
+    rf"|reservation|transaction|item|sku|model|serial|flight|room|page){_ID_TAIL}",
+    _I,
+)
 MONEY_AFTER = re.compile(
     r"^\s*(?:dollars?|bucks|usd|euros?|eur|pounds?|gbp|cents?|percent|%|k\b|grand)", _I
 )
@@ -121,6 +134,7 @@ ALPHANUMERIC_ID = re.compile(r"\b(?=[A-Za-z]*\d)(?=(?:[A-Za-z]*\d){9})[A-Za-z\d]
 PHONE_EXTENSION = re.compile(r"\s?(?:x|ext\.?|extension)\s?\d{1,5}\b", _I)
 
 CONTEXT_CHARS = 60
+ID_CONTEXT_CHARS = 32
 
 
 def _before(text: str, start: int, chars: int = CONTEXT_CHARS) -> str:
@@ -212,8 +226,8 @@ def _card_shaped(run: Run) -> bool:
     sizes = [len(e.digits) for e in run.elements]
     if len(sizes) == 1:
         return True
-    if all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4:
-        return True
+    if sizes[0] <= 4 and all(s == sizes[0] for s in sizes[:-1]) and sizes[-1] <= sizes[0]:
+        return True  # 4-4-4-4, 4-4-4-4-3, 4-1-1-1..., 1-1-1-...
     return sizes in ([4, 6, 5], [4, 6, 4], [4, 6])
 
 
@@ -289,15 +303,26 @@ def _classify(text: str, run: Run, found: _Found) -> None:
     if 3 <= n <= 4 and CVV_CONTEXT.search(before):
         found.add(start, end, "CVV", 0.9)
         return
-    if n == 4 and run.spoken and EXPIRY_CONTEXT.search(before) and _mmyy(digits):
+    if n in (4, 6) and EXPIRY_CONTEXT.search(before) and _mmyy(digits) and _year_ok(digits):
         found.add(start, end, "CARD_EXPIRY", 0.85)
+        return
+    if 6 <= n <= 8 and DOB_CONTEXT.search(before) and _date_digits(digits):
+        found.add(start, end, "DATE_OF_BIRTH", 0.75)
         return
     if 6 <= n <= 17 and not money and _last(ACCOUNT_CONTEXT, before) > _last(PHONE_CONTEXT, before):
         found.add(start, end, "BANK_ACCOUNT", 0.85)
         return
+    near = _before(text, start, ID_CONTEXT_CHARS)
+    if n >= 4 and PERSONAL_ID_CONTEXT.search(near):
+        # "licence number 6940579" is an identity document (or a PIN): redacted, not a phone
+        found.add(start, end, "OTHER_PII", 0.7)
+        return
+    if RECORD_ID_CONTEXT.search(near):
+        return  # "order number 1234567" is a record of ours, not the caller's: it stays
     if 7 <= n <= 15 and not money:
         phone_ctx = _near(PHONE_OR_NUMBER, text, start, end, after=12)
-        if _phone_shaped(text, run) and (phone_ctx or _phone_evident(text, run)):
+        shaped = _phone_shaped(text, run) or (phone_ctx and len(run.elements) == 1)
+        if shaped and (phone_ctx or _phone_evident(text, run)):
             ext = PHONE_EXTENSION.match(text, end)
             stop = ext.end() if ext else end
             if start > 0 and text[start - 1] in "+(":
@@ -342,6 +367,19 @@ def _list_of_numbers(run: Run) -> bool:
     return run.weak or all(
         len(e.digits) == 4 and e.digits[:2] in ("19", "20") for e in run.elements
     )
+
+
+def _year_ok(digits: str) -> bool:
+    """MMYY or MMYYYY: a six-digit form must carry a 20xx year."""
+    return len(digits) == 4 or digits[2:4] == "20"
+
+
+def _date_digits(digits: str) -> bool:
+    """Whether digits read as a date: MMDDYY(YY), DDMMYY(YY) or YYYYMMDD."""
+    if len(digits) == 8 and digits[:2] in ("19", "20"):
+        return 1 <= int(digits[4:6]) <= 12 and 1 <= int(digits[6:]) <= 31
+    a, b = int(digits[:2]), int(digits[2:4])
+    return (1 <= a <= 12 and 1 <= b <= 31) or (1 <= b <= 12 and 1 <= a <= 31)
 
 
 def _mmyy(digits: str) -> bool:

@@ -7,6 +7,7 @@ with ASR punctuation between them, is seen as one digit string.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,6 +58,10 @@ WEAK_ZERO = {"oh", "o"}
 
 # "555-123-4567x89": the number before an extension mark is still a number
 EXTENSION_MARKS = {"x", "ext"}
+
+# Spoken separators: "oh nine slash two seven", "five five five dash one two ..."
+SEPARATOR_WORDS = {"slash", "dash", "hyphen"}
+SEPARATOR_WORD = re.compile(r"\b(?:slash|dash|hyphen)\b", re.IGNORECASE)
 
 TOKEN = re.compile(r"\d+|[A-Za-z]+")
 # What may stand between two elements of one run: spaces, ASR punctuation, phone brackets.
@@ -156,16 +161,31 @@ def _spoken_elements(
             out[-1] = (i, Element(prev.start, end, prev.digits + "00", True))
             i += 1
             continue
-        out.append((i, None))
+        if w not in SEPARATOR_WORDS:
+            out.append((i, None))
         i += 1
+    return out
+
+
+def _merge(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, non-overlapping union of character ranges."""
+    out: list[tuple[int, int]] = []
+    for b0, b1 in sorted(ranges):
+        if out and b0 <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b1))
+        else:
+            out.append((b0, b1))
     return out
 
 
 def digit_runs(text: str, blocked: Sequence[tuple[int, int]] = ()) -> list[Run]:
     """Find every run of digit elements in text, skipping the blocked character ranges."""
+    fences = _merge(blocked)
+    starts = [b0 for b0, _ in fences]
     tokens: list[tuple[int, int, str]] = []
     for m in TOKEN.finditer(text):
-        if any(b0 < m.end() and m.start() < b1 for b0, b1 in blocked):
+        k = bisect.bisect_left(starts, m.end()) - 1  # last fence starting before the token ends
+        if k >= 0 and fences[k][1] > m.start():
             tokens.append((m.start(), m.end(), "\x00"))  # a breaker
         else:
             tokens.append((m.start(), m.end(), m.group()))
@@ -201,7 +221,7 @@ def digit_runs(text: str, blocked: Sequence[tuple[int, int]] = ()) -> list[Run]:
     for el in items:
         if el is not None and current:
             gap = text[current[-1].end : el.start]
-            if SEPARATOR.fullmatch(gap):
+            if SEPARATOR.fullmatch(SEPARATOR_WORD.sub("", gap)):
                 gaps.append(gap)
                 current.append(el)
                 continue
