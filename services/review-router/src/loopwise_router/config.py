@@ -1,0 +1,66 @@
+"""Settings of the review router (env prefix `LOOPWISE_ROUTER_`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from loopwise.streaming import StreamSettings
+from loopwise.topics import dead_letter_topic, topic
+
+
+class RouterSettings(StreamSettings):
+    """Topics, policy file, join windows and clocks of the router."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LOOPWISE_ROUTER_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    app_id: str = Field(default="loopwise-review-router", min_length=1, description="Faust app id")
+    dead_letter_topic: str = Field(
+        default_factory=lambda: dead_letter_topic("review-router"), description="Dead letters"
+    )
+    policy_path: Path = Field(
+        default=Path("deploy/policies/default.yaml"), description="Routing policy YAML"
+    )
+    calls_topic: str = Field(default_factory=lambda: topic("cx.calls"), description="Call events")
+    transcripts_topic: str = Field(
+        default_factory=lambda: topic("cx.transcripts"), description="Transcript segments"
+    )
+    sentiment_topic: str = Field(
+        default_factory=lambda: topic("cx.sentiment"), description="Sentiment scores"
+    )
+    compliance_topic: str = Field(
+        default_factory=lambda: topic("cx.compliance"), description="Compliance findings"
+    )
+    decisions_topic: str = Field(
+        default_factory=lambda: topic("hitl.decisions"), description="Reviewers' decisions"
+    )
+    routing_topic: str = Field(
+        default_factory=lambda: topic("hitl.routing-decisions"), description="Routing decisions"
+    )
+    tasks_topic: str = Field(
+        default_factory=lambda: topic("hitl.review-tasks"), description="Review tasks"
+    )
+    outcomes_topic: str = Field(
+        default_factory=lambda: topic("hitl.outcomes"), description="Released outcomes"
+    )
+    segment_window_s: float = Field(
+        default=5.0, gt=0, description="Wait this long after a transcript for its scores"
+    )
+    call_window_s: float = Field(
+        default=10.0, gt=0, description="Wait this long after CallEnded for call-level scores"
+    )
+    needs_sentiment: bool = Field(default=True, description="Wait for sentiment before deciding")
+    needs_compliance: bool = Field(default=True, description="Wait for compliance before deciding")
+    tick_interval_s: float = Field(default=1.0, gt=0, description="How often deadlines are scanned")
+    reload_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the policy file is checked for changes"
+    )
+    retain_closed_s: float = Field(
+        default=7 * 86400.0,
+        ge=0,
+        description="Keep a finished call's state this long (late decisions)",
+    )

@@ -1,0 +1,599 @@
+"""The router's pure core: one event (or a clock tick) and a call's state in, outputs out.
+
+No Kafka here. The app loads a call's state from its table, calls `Router.handle`
+or `Router.tick`, sends the outputs, then stores the state. Output ids are
+derived from the routed item (not from the input event), so whichever input or
+tick releases an item, it is released under one id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from loopwise.events import (
+    CallComplianceV1,
+    CallEndedV1,
+    CallMetadataV1,
+    CallSentimentV1,
+    CallStartedV1,
+    ComplianceFinding,
+    FiredCondition,
+    ModelRef,
+    ReleasedOutcomeV1,
+    ReleasedSegment,
+    ReviewDecisionV1,
+    ReviewTaskCreatedV1,
+    ReviewTaskEscalatedV1,
+    ReviewTaskExpiredV1,
+    RoutingDecisionV1,
+    SegmentComplianceV1,
+    SegmentSentimentV1,
+    TaskSegment,
+    TenantEvent,
+    TranscriptSegmentV1,
+)
+from loopwise.events.base import PartyRole
+from loopwise.kafka.intake import Emit
+from loopwise_router.policy import Policy, Priority
+from loopwise_router.routing import Verdict, route_call, route_segment
+from loopwise_router.state import (
+    CallSentimentFacts,
+    CallState,
+    SegmentState,
+    SentimentFacts,
+    TaskState,
+)
+
+ID_NAMESPACE = uuid.UUID("3b7f2f0e-8f7e-4a43-9d0b-52f1d1a7c6aa")
+PARTY_ROLES = frozenset({"agent", "customer", "ivr", "supervisor", "mixed", "unknown"})
+_RAISE: dict[str, Priority] = {"p4": "p3", "p3": "p2", "p2": "p1", "p1": "p1"}
+MAX_DERIVED = 2_000
+
+
+class DecisionRejected(ValueError):
+    """A review decision that cannot be applied (unknown or already decided task)."""
+
+
+def item_id(kind: str, call_id: str, *parts: str) -> str:
+    """A stable id for a routed item: the same on every replay and from every code path."""
+    return f"{kind}-{uuid.uuid5(ID_NAMESPACE, '/'.join((call_id, *parts)))}"
+
+
+@dataclass(frozen=True)
+class OutputTopics:
+    """Where the router's outputs go."""
+
+    routing: str
+    tasks: str
+    outcomes: str
+
+
+@dataclass(frozen=True)
+class JoinSettings:
+    """How long the join waits for scores, and which scores it waits for."""
+
+    segment_window_s: float = 5.0
+    call_window_s: float = 10.0
+    needs_sentiment: bool = True
+    needs_compliance: bool = True
+    retain_closed_s: float = 7 * 86400.0
+
+
+class Router:
+    """Routes segments and calls of one call state at a time."""
+
+    def __init__(
+        self,
+        policy: Callable[[], Policy],
+        topics: OutputTopics,
+        join: JoinSettings | None = None,
+    ) -> None:
+        self.policy = policy
+        self.topics = topics
+        self.join = join or JoinSettings()
+
+    # ---- inputs -------------------------------------------------------------------------
+
+    def handle(
+        self,
+        state: CallState | None,
+        event: TenantEvent,
+        event_id: str,
+        now: float,
+        partition: int | None = None,
+    ) -> tuple[CallState, list[Emit]]:
+        """Apply one input event to a call's state; return the new state and the outputs."""
+        call_id = str(getattr(event, "call_id", ""))
+        if state is None:
+            if isinstance(event, ReviewDecisionV1):
+                raise DecisionRejected(f"unknown task {event.task_id}: no state for call {call_id}")
+            state = CallState(tenant_id=event.tenant_id, call_id=call_id)
+        if partition is not None:
+            state.partition = partition
+        emits: list[Emit] = []
+        if isinstance(event, ReviewDecisionV1):
+            emits.extend(self._apply_decision(state, event, now))
+        else:
+            self._apply(state, event, event_id, now)
+        emits.extend(self._progress(state, now))
+        return state, emits
+
+    def tick(self, state: CallState, now: float) -> list[Emit]:
+        """Let time pass for a call: close join windows, escalate or expire tasks."""
+        return self._progress(state, now)
+
+    def _apply(self, state: CallState, event: TenantEvent, event_id: str, now: float) -> None:
+        if isinstance(event, TranscriptSegmentV1):
+            seg = state.segment(event.segment_id)
+            if seg.transcribed:
+                return  # redelivered or duplicate transcript: the first one stands
+            seg.speaker = event.speaker
+            seg.start_s, seg.end_s = event.start_s, event.end_s
+            seg.text = event.text
+            seg.confidence = event.confidence
+            seg.language = event.language
+            seg.words = len(event.words) if event.words else len(event.text.split())
+            seg.seen_at = now
+            seg.sources.append(event_id)
+        elif isinstance(event, SegmentSentimentV1):
+            seg = state.segment(event.segment_id)
+            if seg.sentiment is None:
+                seg.sentiment = SentimentFacts(
+                    label=event.label, score=event.score, confidence=event.confidence
+                )
+                seg.sources.append(event_id)
+        elif isinstance(event, SegmentComplianceV1):
+            seg = state.segment(event.segment_id)
+            if seg.findings is None:
+                seg.findings = [f.model_dump(mode="json") for f in event.findings]
+                seg.sources.append(event_id)
+        elif isinstance(event, CallSentimentV1):
+            state.call_sentiment = CallSentimentFacts(
+                final=event.final,
+                worst=event.worst,
+                trend=event.trend,
+                label=event.label,
+                confidence=event.confidence,
+                at_end=event.reason == "call_ended",
+            )
+            state.sources.append(event_id)
+        elif isinstance(event, CallComplianceV1):
+            state.call_findings = [f.model_dump(mode="json") for f in event.findings]
+            state.sources.append(event_id)
+        elif isinstance(event, CallStartedV1):
+            state.started = True
+            state.queue, state.region = event.queue, event.region
+            state.language = event.language_hint
+            state.direction, state.agent_id = event.direction, event.agent_id
+            state.metadata.update(event.metadata)
+            state.sources.append(event_id)
+        elif isinstance(event, CallMetadataV1):
+            state.metadata.update(event.metadata)
+        elif isinstance(event, CallEndedV1):
+            if state.ended_at is None:
+                state.ended_at = now
+                state.end_reason = event.reason
+                state.duration_s = event.duration_s
+                state.sources.append(event_id)
+        else:
+            raise TypeError(f"the router does not route {type(event).__name__}")
+        del state.sources[:-MAX_DERIVED]
+
+    # ---- the clock ----------------------------------------------------------------------
+
+    def _progress(self, state: CallState, now: float) -> list[Emit]:
+        emits: list[Emit] = []
+        join = self.join
+        for seg in state.ordered_segments():
+            if seg.status != "pending":
+                continue
+            complete = (seg.sentiment is not None or not join.needs_sentiment) and (
+                seg.findings is not None or not join.needs_compliance
+            )
+            seen = seg.seen_at if seg.seen_at is not None else now
+            if complete or now >= seen + join.segment_window_s:
+                emits.extend(self._decide_segment(state, seg, now))
+        if state.ended_at is not None and state.call_status == "open":
+            waiting = any(s.status == "pending" for s in state.segments.values() if s.transcribed)
+            sentiment_in = state.call_sentiment is not None and state.call_sentiment.at_end
+            complete = (sentiment_in or not join.needs_sentiment) and (
+                state.call_findings is not None or not join.needs_compliance
+            )
+            if not waiting and (complete or now >= state.ended_at + join.call_window_s):
+                emits.extend(self._decide_call(state, now))
+        for task in list(state.tasks.values()):
+            if task.status == "open" and now >= task.due_at:
+                emits.extend(self._breach(state, task, now))
+        state.wake_at = self._next_wake(state)
+        busy = any(t.status == "open" for t in state.tasks.values()) or any(
+            s.status in ("pending", "held", "awaiting_call") for s in state.segments.values()
+        )
+        if state.call_status != "open" and not busy:
+            state.closed_at = state.closed_at or now
+        else:
+            state.closed_at = None
+        return emits
+
+    def _next_wake(self, state: CallState) -> float | None:
+        times = [
+            (s.seen_at if s.seen_at is not None else 0.0) + self.join.segment_window_s
+            for s in state.segments.values()
+            if s.status == "pending" and s.transcribed
+        ]
+        if state.ended_at is not None and state.call_status == "open":
+            times.append(state.ended_at + self.join.call_window_s)
+        times.extend(t.due_at for t in state.tasks.values() if t.status == "open")
+        return min(times, default=None)
+
+    def expired(self, state: CallState, now: float) -> bool:
+        """Whether a closed call has been kept long enough to forget it."""
+        return state.closed_at is not None and now >= state.closed_at + self.join.retain_closed_s
+
+    # ---- decisions ----------------------------------------------------------------------
+
+    def _decide_segment(self, state: CallState, seg: SegmentState, now: float) -> list[Emit]:
+        policy = self.policy()
+        verdict = route_segment(policy, state, seg)
+        state.policy_version = policy.version
+        seg.outcome, seg.rule_id, seg.mode = verdict.outcome, verdict.rule_id, verdict.mode
+        task: TaskState | None = None
+        emits: list[Emit] = []
+        if verdict.outcome == "hold" and verdict.mode == "post_call":
+            seg.status = "awaiting_call"
+            for rule in verdict.review_rules:
+                if rule.rule.id not in state.waiting_rules:
+                    state.waiting_rules.append(rule.rule.id)
+        elif verdict.outcome == "hold":
+            seg.status = "held"
+            task = self._open_task(state, verdict, "hold", "segment", seg, now)
+        else:
+            seg.status = "released"
+            if verdict.outcome == "sample":
+                task = self._open_task(state, verdict, "sample", "segment", seg, now)
+        if task is not None:
+            seg.task_id = task.task_id
+        emits.append(self._decision_event(state, verdict, "segment", seg, task, now))
+        if task is not None:
+            emits.append(self._task_event(state, task, verdict, [seg], now))
+        if seg.status == "released":
+            release = "sampled" if verdict.outcome == "sample" else "auto"
+            emits.append(
+                self._outcome(
+                    state, "segment", [seg], release, now, task=task, seg_id=seg.segment_id
+                )
+            )
+        return emits
+
+    def _decide_call(self, state: CallState, now: float) -> list[Emit]:
+        policy = self.policy()
+        verdict = route_call(policy, state)
+        state.policy_version = policy.version
+        state.call_outcome, state.call_rule_id = verdict.outcome, verdict.rule_id
+        segs = state.ordered_segments()
+        task: TaskState | None = None
+        if verdict.outcome == "hold":
+            state.call_status = "held"
+            task = self._open_task(state, verdict, "hold", "call", None, now)
+        else:
+            state.call_status = "released"
+            if verdict.outcome == "sample":
+                task = self._open_task(state, verdict, "sample", "call", None, now)
+        emits = [self._decision_event(state, verdict, "call", None, task, now)]
+        if task is not None:
+            emits.append(self._task_event(state, task, verdict, segs, now))
+        if state.call_status == "released":
+            release = "sampled" if verdict.outcome == "sample" else "auto"
+            released = [s for s in segs if s.status == "released"]
+            emits.append(self._outcome(state, "call", released, release, now, task=task))
+        return emits
+
+    def _open_task(
+        self,
+        state: CallState,
+        verdict: Verdict,
+        kind: str,
+        scope: str,
+        seg: SegmentState | None,
+        now: float,
+    ) -> TaskState:
+        defaults, _ = self.policy().for_tenant(state.tenant_id)
+        item = seg.segment_id if seg is not None else "call"
+        sla = verdict.sla_s if verdict.sla_s is not None else defaults.sla
+        rule_ids = [r.rule.id for r in verdict.review_rules] or [verdict.rule_id or "default"]
+        task = TaskState(
+            task_id=item_id("task", state.call_id, item, kind),
+            scope=cast(Any, scope),
+            segment_id=seg.segment_id if seg is not None else None,
+            kind=cast(Any, kind),
+            mode=verdict.mode or ("realtime" if scope == "segment" else "post_call"),
+            priority=verdict.priority or defaults.priority,
+            due_at=now + sla,
+            sla_s=sla,
+            max_level=defaults.escalations,
+            on_expiry=defaults.on_expiry,
+            rule_ids=rule_ids,
+        )
+        if scope == "call":
+            task.mode = "post_call"
+        state.tasks[task.task_id] = task
+        return task
+
+    # ---- review decisions and SLAs ------------------------------------------------------
+
+    def _apply_decision(
+        self, state: CallState, decision: ReviewDecisionV1, now: float
+    ) -> list[Emit]:
+        task = state.tasks.get(decision.task_id)
+        if task is None:
+            raise DecisionRejected(f"unknown task {decision.task_id} for call {state.call_id}")
+        if task.status == "decided":
+            if task.decision_id == decision.decision_id:
+                return []  # the same decision redelivered: already applied
+            raise DecisionRejected(
+                f"task {task.task_id} already decided by {task.decision_id}; "
+                f"decision {decision.decision_id} ignored"
+            )
+        if task.status == "expired":
+            raise DecisionRejected(
+                f"task {task.task_id} expired before decision {decision.decision_id}"
+            )
+        task.status, task.decision_id = "decided", decision.decision_id
+        texts = {c.segment_id: c.text for c in decision.transcript_corrections}
+        labels = {r.segment_id: r.label for r in decision.sentiment_labels}
+        dismissed = {v.finding_id for v in decision.finding_verdicts if v.verdict == "dismissed"}
+        if task.scope == "segment":
+            segs = [state.segments[task.segment_id]] if task.segment_id in state.segments else []
+        else:
+            segs = state.ordered_segments()
+        for seg in segs:
+            if seg.segment_id in texts:
+                seg.corrected_text = texts[seg.segment_id]
+            if seg.segment_id in labels:
+                seg.relabel = labels[seg.segment_id]
+        approve = decision.verdict == "approve"
+        if task.kind == "hold":
+            for seg in segs:
+                if task.scope == "segment" or seg.status == "awaiting_call":
+                    seg.status = "released" if approve else "rejected"
+            if task.scope == "call":
+                state.call_status = "released" if approve else "rejected"
+        released = [s for s in segs if s.status == "released"] if approve else []
+        seg_id = task.segment_id if task.scope == "segment" else None
+        suffix = () if task.kind == "hold" else ("reviewed",)
+        return [
+            self._outcome(
+                state,
+                task.scope,
+                released,
+                "reviewed",
+                now,
+                task=task,
+                seg_id=seg_id,
+                decision=decision,
+                dismissed=dismissed,
+                suffix=suffix,
+            )
+        ]
+
+    def _breach(self, state: CallState, task: TaskState, now: float) -> list[Emit]:
+        producer = self._producer()
+        if task.level < task.max_level:
+            task.level += 1
+            task.priority = _RAISE[task.priority]
+            task.due_at = now + task.sla_s
+            event: TenantEvent = ReviewTaskEscalatedV1(
+                tenant_id=state.tenant_id,
+                call_id=state.call_id,
+                occurred_at=_at(now),
+                producer=producer,
+                task_id=task.task_id,
+                level=task.level,
+                priority=task.priority,
+                due_at=_at(task.due_at),
+                reason=f"SLA of {task.sla_s}s passed without a decision (breach {task.level})",
+            )
+            return [Emit(self.topics.tasks, event, item_id("ev", task.task_id, f"esc{task.level}"))]
+        task.status = "expired"
+        emits: list[Emit] = []
+        if task.kind == "sample":
+            action = "withdrawn"
+        elif task.on_expiry == "release":
+            action = "released_unreviewed"
+        else:
+            action = "kept_held"
+        expired = ReviewTaskExpiredV1(
+            tenant_id=state.tenant_id,
+            call_id=state.call_id,
+            occurred_at=_at(now),
+            producer=producer,
+            task_id=task.task_id,
+            reason=f"no decision after {task.level} escalation(s)",
+            action=cast(Any, action),
+        )
+        emits.append(Emit(self.topics.tasks, expired, item_id("ev", task.task_id, "expired")))
+        if action == "released_unreviewed":
+            if task.scope == "segment":
+                segs = (
+                    [state.segments[task.segment_id]] if task.segment_id in state.segments else []
+                )
+            else:
+                segs = [s for s in state.ordered_segments() if s.status == "awaiting_call"]
+                state.call_status = "released"
+            for seg in segs:
+                seg.status = "released"
+            seg_id = task.segment_id if task.scope == "segment" else None
+            if task.scope == "call":
+                segs = [s for s in state.ordered_segments() if s.status == "released"]
+            emits.append(
+                self._outcome(state, task.scope, segs, "expired", now, task=task, seg_id=seg_id)
+            )
+        return emits
+
+    # ---- output events ------------------------------------------------------------------
+
+    def _producer(self) -> ModelRef:
+        policy = self.policy()
+        return ModelRef(name=f"routing-policy/{policy.name}", version=policy.version)
+
+    def _decision_event(
+        self,
+        state: CallState,
+        verdict: Verdict,
+        scope: str,
+        seg: SegmentState | None,
+        task: TaskState | None,
+        now: float,
+    ) -> Emit:
+        item = seg.segment_id if seg is not None else "call"
+        decision_id = item_id("rd", state.call_id, item)
+        reviewed = verdict.outcome != "auto"
+        event = RoutingDecisionV1(
+            tenant_id=state.tenant_id,
+            call_id=state.call_id,
+            occurred_at=_at(now),
+            producer=self._producer(),
+            derived_from=_sources(state, [seg] if seg is not None else state.ordered_segments()),
+            decision_id=decision_id,
+            scope=cast(Any, scope),
+            segment_id=seg.segment_id if seg is not None else None,
+            outcome=verdict.outcome,
+            rule_id=verdict.rule_id,
+            fired=[
+                FiredCondition(rule_id=f.rule_id, condition=f.condition[:500], observed=f.observed)
+                for f in verdict.fired[:200]
+            ],
+            policy_version=verdict.policy_version,
+            sampling_draw=verdict.sampling_draw,
+            sample_rate=verdict.sample_rate,
+            priority=verdict.priority if reviewed else None,
+            sla_s=verdict.sla_s if reviewed else None,
+            mode=verdict.mode if reviewed else None,
+            task_id=task.task_id if task is not None else None,
+        )
+        return Emit(self.topics.routing, event, decision_id)
+
+    def _task_event(
+        self,
+        state: CallState,
+        task: TaskState,
+        verdict: Verdict,
+        segs: list[SegmentState],
+        now: float,
+    ) -> Emit:
+        reasons = [
+            f"{f.rule_id}: {f.condition}"
+            + (f" (saw {f.observed})" if f.observed is not None else "")
+            for f in verdict.fired
+        ][:50]
+        event = ReviewTaskCreatedV1(
+            tenant_id=state.tenant_id,
+            call_id=state.call_id,
+            occurred_at=_at(now),
+            producer=self._producer(),
+            derived_from=_sources(state, segs),
+            task_id=task.task_id,
+            scope=task.scope,
+            kind=task.kind,
+            mode=task.mode,
+            priority=task.priority,
+            due_at=_at(task.due_at),
+            rule_ids=task.rule_ids[:50],
+            reasons=[r[:500] for r in reasons],
+            policy_version=verdict.policy_version,
+            queue=state.queue,
+            language=(state.language or next((s.language for s in segs if s.language), None)),
+            segments=[_task_segment(s) for s in segs],
+            call_findings=(
+                [ComplianceFinding.model_validate(f) for f in state.call_findings or []]
+                if task.scope == "call"
+                else []
+            ),
+        )
+        return Emit(self.topics.tasks, event, item_id("ev", task.task_id, "created"))
+
+    def _outcome(
+        self,
+        state: CallState,
+        scope: str,
+        segs: list[SegmentState],
+        release: str,
+        now: float,
+        *,
+        task: TaskState | None = None,
+        seg_id: str | None = None,
+        decision: ReviewDecisionV1 | None = None,
+        dismissed: Iterable[str] = (),
+        suffix: tuple[str, ...] = (),
+    ) -> Emit:
+        item = seg_id if scope == "segment" and seg_id is not None else "call"
+        outcome_id = item_id("out", state.call_id, item, *suffix)
+        gone = set(dismissed)
+        findings = [f for s in segs for f in s.findings or []]
+        if scope == "call":
+            findings = list(state.call_findings or []) + findings
+        event = ReleasedOutcomeV1(
+            tenant_id=state.tenant_id,
+            call_id=state.call_id,
+            occurred_at=_at(now),
+            producer=self._producer(),
+            derived_from=_sources(state, segs) + ([decision.decision_id] if decision else []),
+            outcome_id=outcome_id,
+            scope=cast(Any, scope),
+            release=cast(Any, release),
+            verdict=decision.verdict if decision else None,
+            task_id=task.task_id if task is not None else None,
+            decision_id=decision.decision_id if decision else None,
+            policy_version=state.policy_version or self.policy().version,
+            segments=[_released_segment(s) for s in segs],
+            findings=[
+                ComplianceFinding.model_validate(f) for f in findings if f["finding_id"] not in gone
+            ][:500],
+        )
+        return Emit(self.topics.outcomes, event, outcome_id)
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _role(speaker: str) -> PartyRole:
+    return cast(PartyRole, speaker if speaker in PARTY_ROLES else "unknown")
+
+
+def _sources(state: CallState, segs: list[SegmentState]) -> list[str]:
+    ids = [i for s in segs for i in s.sources]
+    if len(segs) != 1:
+        ids = state.sources + ids
+    return ids[:MAX_DERIVED]
+
+
+def _task_segment(seg: SegmentState) -> TaskSegment:
+    return TaskSegment(
+        segment_id=seg.segment_id,
+        speaker=_role(seg.speaker),
+        start_s=seg.start_s,
+        end_s=max(seg.end_s, seg.start_s),
+        text=seg.text or "",
+        transcript_confidence=seg.confidence,
+        sentiment_label=cast(Any, seg.sentiment.label) if seg.sentiment else None,
+        sentiment_score=seg.sentiment.score if seg.sentiment else None,
+        sentiment_confidence=seg.sentiment.confidence if seg.sentiment else None,
+        findings=[ComplianceFinding.model_validate(f) for f in seg.findings or []],
+    )
+
+
+def _released_segment(seg: SegmentState) -> ReleasedSegment:
+    label = seg.relabel or (seg.sentiment.label if seg.sentiment else None)
+    return ReleasedSegment(
+        segment_id=seg.segment_id,
+        speaker=_role(seg.speaker),
+        start_s=seg.start_s,
+        end_s=max(seg.end_s, seg.start_s),
+        text=seg.corrected_text if seg.corrected_text is not None else seg.text or "",
+        corrected=seg.corrected_text is not None,
+        sentiment_label=cast(Any, label),
+    )

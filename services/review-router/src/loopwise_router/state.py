@@ -1,0 +1,139 @@
+"""Per-call state of the router: the join of transcripts, scores and call events, holds, tasks.
+
+Plain pydantic models that round-trip through JSON, so they live in a Faust
+table (with a changelog) and the backtest builds the very same objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from loopwise_router.policy import Mode, Outcome, Priority
+
+SegmentStatus = Literal["pending", "released", "held", "awaiting_call", "rejected"]
+TaskStatus = Literal["open", "decided", "expired"]
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(extra="ignore", validate_assignment=False)
+
+
+class SentimentFacts(_State):
+    """The sentiment of one segment."""
+
+    label: str = Field(description="negative, neutral or positive")
+    score: float = Field(description="Polarity in [-1, 1]")
+    confidence: float = Field(description="Model confidence")
+
+
+class CallSentimentFacts(_State):
+    """The latest rolling customer sentiment of the call."""
+
+    final: float | None = Field(default=None, description="Score at call end")
+    worst: float | None = Field(default=None, description="Lowest rolling score")
+    trend: float | None = Field(default=None, description="Change per minute")
+    label: str | None = Field(default=None, description="Class of the current score")
+    confidence: float | None = Field(default=None, description="Mean confidence")
+    at_end: bool = Field(default=False, description="Published at call end")
+
+
+class SegmentState(_State):
+    """One segment: what the join has seen so far and what became of it."""
+
+    segment_id: str = Field(description="Segment id")
+    speaker: str = Field(default="unknown", description="Who spoke")
+    start_s: float = Field(default=0.0, description="Start, seconds")
+    end_s: float = Field(default=0.0, description="End, seconds")
+    text: str | None = Field(default=None, description="Redacted text; None until transcribed")
+    confidence: float | None = Field(default=None, description="ASR confidence")
+    language: str | None = Field(default=None, description="Language code")
+    words: int = Field(default=0, description="Word count")
+    sentiment: SentimentFacts | None = Field(default=None, description="Sentiment, once scored")
+    findings: list[dict[str, Any]] | None = Field(
+        default=None, description="Compliance findings (ComplianceFinding JSON); None = unchecked"
+    )
+    seen_at: float | None = Field(default=None, description="Epoch seconds the transcript came")
+    sources: list[str] = Field(default_factory=list, description="Input event ids joined")
+    status: SegmentStatus = Field(default="pending", description="Where the segment stands")
+    outcome: Outcome | None = Field(default=None, description="Routing outcome")
+    rule_id: str | None = Field(default=None, description="Deciding rule")
+    mode: Mode | None = Field(default=None, description="Mode of the deciding rule")
+    task_id: str | None = Field(default=None, description="Review task, if any")
+    corrected_text: str | None = Field(default=None, description="Reviewer's text")
+    relabel: str | None = Field(default=None, description="Reviewer's sentiment label")
+
+    @property
+    def transcribed(self) -> bool:
+        """Whether the transcript of this segment has arrived."""
+        return self.text is not None
+
+
+class TaskState(_State):
+    """A review task and its SLA clock."""
+
+    task_id: str = Field(description="Task id")
+    scope: Literal["segment", "call"] = Field(description="Segment or call")
+    segment_id: str | None = Field(default=None, description="Segment, for a segment task")
+    kind: Literal["hold", "sample"] = Field(description="hold blocks release")
+    mode: Mode = Field(description="realtime or post_call")
+    priority: Priority = Field(description="Current priority")
+    due_at: float = Field(description="Epoch seconds of the SLA deadline")
+    sla_s: int = Field(description="SLA length, reused for each escalation")
+    level: int = Field(default=0, description="Escalations so far")
+    max_level: int = Field(description="Escalations before expiry")
+    on_expiry: Literal["release", "keep_held"] = Field(description="What expiry does to a hold")
+    rule_ids: list[str] = Field(description="Rules that asked for review")
+    status: TaskStatus = Field(default="open", description="open, decided or expired")
+    decision_id: str | None = Field(default=None, description="Decision applied")
+
+
+class CallState(_State):
+    """Everything the router keeps for one call."""
+
+    tenant_id: str = Field(description="Tenant")
+    call_id: str = Field(description="Call id")
+    partition: int | None = Field(default=None, description="Input partition (for timer ticks)")
+    started: bool = Field(default=False, description="CallStarted seen")
+    queue: str | None = Field(default=None, description="Queue")
+    region: str | None = Field(default=None, description="Region")
+    language: str | None = Field(default=None, description="Call language hint")
+    direction: str | None = Field(default=None, description="inbound or outbound")
+    agent_id: str | None = Field(default=None, description="Agent id")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Call metadata")
+    ended_at: float | None = Field(default=None, description="Epoch seconds CallEnded came")
+    end_reason: str | None = Field(default=None, description="Why the call ended")
+    duration_s: float | None = Field(default=None, description="Call length")
+    call_sentiment: CallSentimentFacts | None = Field(default=None, description="Call sentiment")
+    call_findings: list[dict[str, Any]] | None = Field(
+        default=None, description="Call-level findings; None until published"
+    )
+    segments: dict[str, SegmentState] = Field(default_factory=dict, description="By segment id")
+    tasks: dict[str, TaskState] = Field(default_factory=dict, description="By task id")
+    call_status: Literal["open", "released", "held", "rejected"] = Field(
+        default="open", description="Whether the call outcome was decided and released"
+    )
+    call_outcome: Outcome | None = Field(default=None, description="Call routing outcome")
+    call_rule_id: str | None = Field(default=None, description="Deciding rule of the call")
+    waiting_rules: list[str] = Field(
+        default_factory=list, description="Segment rules that hold the whole call (post_call)"
+    )
+    policy_version: str | None = Field(default=None, description="Policy of the last decision")
+    sources: list[str] = Field(default_factory=list, description="Call-level input event ids")
+    wake_at: float | None = Field(default=None, description="Next time the clock matters")
+    closed_at: float | None = Field(default=None, description="When nothing was left to do")
+
+    def segment(self, segment_id: str) -> SegmentState:
+        """The segment with this id, created empty on first sight."""
+        seg = self.segments.get(segment_id)
+        if seg is None:
+            seg = self.segments[segment_id] = SegmentState(segment_id=segment_id)
+        return seg
+
+    def ordered_segments(self) -> list[SegmentState]:
+        """Transcribed segments by start time."""
+        return sorted(
+            (s for s in self.segments.values() if s.transcribed),
+            key=lambda s: (s.start_s, s.segment_id),
+        )
