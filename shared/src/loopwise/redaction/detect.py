@@ -120,17 +120,26 @@ EXPIRY_NAMED = re.compile(rf"\b{MONTHS}\s+(?:of\s+)?(?:20\d{{2}}|\d{{2}}|{_SPOKE
 
 # Ordinary numbers that must stay: money, times, plain dates, IPs, decimals, thousands.
 PROTECTED = re.compile(
-    r"[$€£¥]\s?\d[\d,]*(?:\.\d+)?"
+    r"(?=[\d$€£¥a-fA-F])(?:[$€£¥]\s?\d[\d,]*(?:\.\d+)?"
     r"|(?<![\d.])\d{1,2}:\d{2}(?::\d{2})?(?:\s?[ap]\.?m\.?)?(?![\d])"
     r"|(?<![\d./-])\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2})?)?(?![\d])"
     r"|(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"
     r"|(?<![\d.,])\d+\.\d{1,2}(?![\d.])"
     r"|(?<![\d,])\d{1,3}(?:,\d{3})+(?![\d,])"
-    r"|\b\d+(?:\.\d+)?\s?%",
+    r"|\b\d+(?:\.\d+)?\s?%"
+    r"|\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b)",
     _I,
 )
 # Codes that mix letters and many digits (licence numbers, member ids): kept out of digit runs.
 ALPHANUMERIC_ID = re.compile(r"\b(?=[A-Za-z]*\d)(?=(?:[A-Za-z]*\d){9})[A-Za-z\d]{9,40}\b")
+ANY_DIGIT = re.compile(r"\d")
+ANY_NUMBER_WORD = re.compile(
+    r"\b(?:zero|oh|o|nought|naught|nil|one|two|three|four|five|six|seven|eight|nine|ten|eleven"
+    r"|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty"
+    r"|fou?rty|fifty|sixty|seventy|eighty|ninety)\b",
+    _I,
+)
+SPOKEN_EMAIL_HINT = re.compile(r"\bat\b.*\bdot\b", _I | re.DOTALL)
 PHONE_EXTENSION = re.compile(r"\s?(?:x|ext\.?|extension)\s?\d{1,5}\b", _I)
 
 CONTEXT_CHARS = 60
@@ -188,32 +197,43 @@ class _Found:
 def detect(text: str, types: Collection[RedactionType]) -> list[Detection]:
     """Every sensitive value in text of the given types, sorted by offset, not overlapping."""
     found = _Found(types)
-    for m in EMAIL.finditer(text):
-        found.add(m.start(), m.end(), "EMAIL", 0.99)
-    for m in SPOKEN_EMAIL.finditer(text):
-        found.add(m.start(), m.end(), "EMAIL", 0.8)
-    for m in IBAN.finditer(text):
-        if _iban_ok(m.group()):
-            found.add(m.start(), m.end(), "IBAN", 0.99)
-    for m in NUMERIC_DATE.finditer(text):
-        if _near(DOB_CONTEXT, text, m.start(), m.end(), after=30):
-            found.add(m.start(), m.end(), "DATE_OF_BIRTH", 0.9)
-    for m in NAMED_DATE.finditer(text):
-        if _near(DOB_CONTEXT, text, m.start(), m.end(), after=30):
-            found.add(m.start(), m.end(), "DATE_OF_BIRTH", 0.85)
-    for pattern in (EXPIRY_NUMERIC, EXPIRY_NAMED):
-        for m in pattern.finditer(text):
-            if _near(EXPIRY_CONTEXT, text, m.start(), m.end()):
-                found.add(m.start(), m.end(), "CARD_EXPIRY", 0.9)
-            elif pattern is EXPIRY_NUMERIC and _near(CARD_CONTEXT, text, m.start(), m.end()):
-                found.add(m.start(), m.end(), "CARD_EXPIRY", 0.7)
+    # Cheap look-ups first: most segments have no digits, no number words and no "@".
+    has_digit = ANY_DIGIT.search(text) is not None
+    has_number = has_digit or ANY_NUMBER_WORD.search(text) is not None
+    if "@" in text:
+        for m in EMAIL.finditer(text):
+            found.add(m.start(), m.end(), "EMAIL", 0.99)
+    if SPOKEN_EMAIL_HINT.search(text):
+        for m in SPOKEN_EMAIL.finditer(text):
+            found.add(m.start(), m.end(), "EMAIL", 0.8)
+    if not has_number:
+        return sorted(found.items, key=lambda d: d.start)
+    if has_digit:
+        for m in IBAN.finditer(text):
+            if _iban_ok(m.group()):
+                found.add(m.start(), m.end(), "IBAN", 0.99)
+    if DOB_CONTEXT.search(text):
+        for pattern, confidence in ((NUMERIC_DATE, 0.9), (NAMED_DATE, 0.85)):
+            for m in pattern.finditer(text):
+                if _near(DOB_CONTEXT, text, m.start(), m.end(), after=30):
+                    found.add(m.start(), m.end(), "DATE_OF_BIRTH", confidence)
+    if EXPIRY_CONTEXT.search(text) or CARD_CONTEXT.search(text):
+        for pattern in (EXPIRY_NUMERIC, EXPIRY_NAMED):
+            for m in pattern.finditer(text):
+                if _near(EXPIRY_CONTEXT, text, m.start(), m.end()):
+                    found.add(m.start(), m.end(), "CARD_EXPIRY", 0.9)
+                elif pattern is EXPIRY_NUMERIC and _near(CARD_CONTEXT, text, m.start(), m.end()):
+                    found.add(m.start(), m.end(), "CARD_EXPIRY", 0.7)
 
-    for m in ALPHANUMERIC_ID.finditer(text):
-        if not m.group().isdigit():
-            found.add(m.start(), m.end(), "OTHER_PII", 0.5)
+    protected = [m.span() for m in PROTECTED.finditer(text)] if has_digit else []
+    if has_digit:
+        for m in ALPHANUMERIC_ID.finditer(text):
+            if not m.group().isdigit() and all(
+                p1 <= m.start() or m.end() <= p0 for p0, p1 in protected
+            ):
+                found.add(m.start(), m.end(), "OTHER_PII", 0.5)
 
-    blocked = [(d.start, d.end) for d in found.items]
-    blocked += [m.span() for m in PROTECTED.finditer(text)]
+    blocked = [(d.start, d.end) for d in found.items] + protected
     for run in digit_runs(text, blocked):
         _classify(text, run, found)
     return sorted(found.items, key=lambda d: d.start)
@@ -249,6 +269,8 @@ def _best_card(text: str, run: Run, card_ctx: bool) -> tuple[int, int, float] | 
             if not luhn_ok(digits) or (digits[0] == "0" and not card_ctx):
                 continue
             ctx = card_ctx or CARD_CONTEXT.search(_before(text, window.start, 40)) is not None
+            if not ctx and ACCOUNT_CONTEXT.search(_before(text, window.start)):
+                continue  # "account number 9931939443153": a bank account, read below
             if total == 12 and not ctx:
                 continue
             if not ctx and (window.weak or not _card_shaped(window)):

@@ -197,11 +197,13 @@ def digit_runs(text: str, blocked: Sequence[tuple[int, int]] = ()) -> list[Run]:
         s, e, tok = tokens[k]
         if tok.isdigit():
             # Digits glued to letters ("3rd", "x4587", "U629...") are codes, not numbers.
-            glued = (k > 0 and tokens[k - 1][1] == s and tokens[k - 1][2].isalpha()) or (
-                k + 1 < len(tokens)
-                and tokens[k + 1][0] == e
-                and tokens[k + 1][2].isalpha()
-                and tokens[k + 1][2].lower() not in EXTENSION_MARKS
+            after = text[e] if e < len(text) else " "
+            glued = (s > 0 and (text[s - 1].isalpha() or text[s - 1] == "_")) or (
+                after == "_"
+                or (
+                    after.isalpha()
+                    and not (k + 1 < len(tokens) and tokens[k + 1][2].lower() in EXTENSION_MARKS)
+                )
             )
             items.append(None if glued else Element(s, e, tok, False))
             k += 1
