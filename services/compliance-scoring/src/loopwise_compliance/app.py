@@ -7,6 +7,7 @@ or restart the table is rebuilt from the changelog before processing resumes.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import faust
@@ -91,5 +92,6 @@ def run(settings: ComplianceSettings, packs: PackIndex) -> None:
         packs=[f"{p.name}@{p.version_label}" for p in packs.packs()],
         tenants=sorted(packs.tenants),
     )
-    worker = faust.Worker(app, loglevel=settings.observability.log_level, quiet=True)
-    worker.execute_from_commandline()
+    # Faust's own command line starts the worker; it reads argv, so give it only its own.
+    sys.argv = [sys.argv[0], "worker", "--loglevel", settings.observability.log_level.lower()]
+    app.main()

@@ -62,7 +62,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.rule_packs is not None:
         settings = settings.model_copy(update={"rule_packs": args.rule_packs})
     index = load_packs(settings.rule_packs)  # a broken pack stops start-up here
-    sys.argv = [sys.argv[0], "worker"]  # Faust's worker reads argv; give it nothing of ours
     run(settings, index)
     return 0
 

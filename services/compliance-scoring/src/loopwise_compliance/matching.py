@@ -33,6 +33,22 @@ _CONTRACTIONS: dict[str, tuple[str, ...]] = {
     "ain't": ("is", "not"),
     "i'm": ("i", "am"),
     "let's": ("let", "us"),
+    # ASR engines often drop the apostrophe
+    "cant": ("can", "not"),
+    "wont": ("will", "not"),
+    "dont": ("do", "not"),
+    "didnt": ("did", "not"),
+    "doesnt": ("does", "not"),
+    "isnt": ("is", "not"),
+    "wasnt": ("was", "not"),
+    "arent": ("are", "not"),
+    "couldnt": ("could", "not"),
+    "wouldnt": ("would", "not"),
+    "shouldnt": ("should", "not"),
+    "havent": ("have", "not"),
+    "im": ("i", "am"),
+    "ive": ("i", "have"),
+    "youre": ("you", "are"),
 }
 _SUFFIXES: dict[str, tuple[str, ...]] = {
     "n't": ("not",),

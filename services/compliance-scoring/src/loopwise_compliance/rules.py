@@ -250,6 +250,8 @@ def read_pack_file(path: Path) -> tuple[PackFile, dict[Loc, int], Any]:
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
         loc = _clean_loc(data, tuple(err["loc"]))
+        if err["type"] == "union_tag_invalid":
+            loc = (*loc, "type")  # point at the `type:` line, not the rule's first line
         line, rule = locate(data, lines, loc)
         where = ".".join(str(p) for p in loc) or "<root>"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
