@@ -110,6 +110,23 @@ ORDINARY: list[str] = [
     "The order came to 149.99 and arrived on the 21st.",
     "I've been a customer for twenty five years.",
     "the server is at 192.168.1.20",
+    # spoken, as the recogniser writes it
+    "I called three times last week.",
+    "Can we do ten fifteen tomorrow?",
+    "That was back in twenty twenty three.",
+    "I'm in room four oh five.",
+    "It was about a hundred and fifty dollars.",
+    "I have two kids, one is three and the other is five.",
+    "Press one two three on your keypad.",
+    "Okay, one two three four five six seven, are you there?",
+    "The card was declined twice on 10/15.",
+    "My credit card limit is 5000.",
+    "The card ending in 4242 was charged.",
+    "I've been with you for 10 years, since 2014.",
+    "You owe 3 payments of 45 dollars.",
+    "I was born in nineteen eighty five.",
+    "Open 24/7, in 2 to 3 weeks, maybe 4 5 days.",
+    "Session 0760d47a-5910-1dcd-5054-850633c994ce was opened.",
 ]
 
 

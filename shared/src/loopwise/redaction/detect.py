@@ -9,6 +9,7 @@ the words just before them.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -222,7 +223,12 @@ def detect(text: str, types: Collection[RedactionType]) -> list[Detection]:
             for m in pattern.finditer(text):
                 if _near(EXPIRY_CONTEXT, text, m.start(), m.end()):
                     found.add(m.start(), m.end(), "CARD_EXPIRY", 0.9)
-                elif pattern is EXPIRY_NUMERIC and _near(CARD_CONTEXT, text, m.start(), m.end()):
+                elif (
+                    pattern is EXPIRY_NUMERIC
+                    and _near(CARD_CONTEXT, text, m.start(), m.end())
+                    and 20 <= int(m.group()[-2:]) <= 45
+                ):
+                    # card words only: "10/15" is more likely a day than a card's expiry
                     found.add(m.start(), m.end(), "CARD_EXPIRY", 0.7)
 
     protected = [m.span() for m in PROTECTED.finditer(text)] if has_digit else []
@@ -353,7 +359,9 @@ def _classify(text: str, run: Run, found: _Found) -> None:
                 start -= 1
             found.add(start, stop, "PHONE", 0.9 if phone_ctx else 0.75)
             return
-    if (n >= 9 or (run.spoken and n >= 7)) and not money and not _list_of_numbers(run):
+    if (n >= 9 or (run.spoken and n >= 7)) and not (
+        money or _list_of_numbers(run) or _counting(digits)
+    ):
         # a long digit string of unknown kind: redact it rather than let it out
         found.add(start, end, "OTHER_PII", 0.5)
 
@@ -391,6 +399,11 @@ def _list_of_numbers(run: Run) -> bool:
     )
 
 
+def _counting(digits: str) -> bool:
+    """Whether digits just count up ("one two three four ..."): counting, not a number."""
+    return all(int(b) - int(a) == 1 for a, b in itertools.pairwise(digits))
+
+
 def _year_ok(digits: str) -> bool:
     """MMYY or MMYYYY: a six-digit form must carry a 20xx year."""
     return len(digits) == 4 or digits[2:4] == "20"
@@ -420,7 +433,7 @@ def _ssn_shaped(run: Run) -> bool:
 def _phone_evident(text: str, run: Run) -> bool:
     """A phone number without phone words: +country, (area), or three or more groups."""
     if run.spoken:
-        return True
+        return not _counting(run.digits)
     return _plus_or_bracket(text, run) or len(run.elements) >= 3 or len(run.digits) in (10, 11)
 
 
