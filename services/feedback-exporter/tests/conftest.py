@@ -185,7 +185,7 @@ def auto_outcome(n: int, release: str = "auto") -> ReleasedOutcomeV1:
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fb() -> ModuleType:
     """These builders (a conftest cannot be imported by name under --import-mode=importlib)."""
     return sys.modules[__name__]

@@ -213,9 +213,8 @@ def write_partition(conn: sqlite3.Connection, root: Path, partition: Partition) 
         "counts": _counts(partition.kind, rows),
         "files": hashes,
     }
-    if partition.kind != LABEL_STUDIO:
+    if partition.kind != LABEL_STUDIO and rows:
         manifest["model"] = {"name": model_name, "version": model_version}
-    if rows:
         manifest["first_decided_at"] = min(str(r["decided_at"]) for r in rows)
         manifest["last_decided_at"] = max(str(r["decided_at"]) for r in rows)
     text = json.dumps(manifest, sort_keys=True, indent=2) + "\n"
