@@ -16,10 +16,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from loopwise.redaction import ALL_TYPES, detect
+from loopwise.redaction import ALL_TYPES, detect, redact, redact_words
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "pii" / "presidio_research_synth_dataset_v2.jsonl"
+DIALOGUES = ROOT.parent / "shared" / "data" / "dialogues" / "star_dev_100.jsonl"
 
 # Our type -> the dataset's entity type it is scored against.
 MAPPING = {
@@ -116,11 +117,45 @@ def main() -> int:
         f"speed: {len(records) / seconds:,.0f} sentences/s, {chars / seconds / 1e6:.2f} MB/s "
         f"(detect only, one thread)"
     )
+    dialogue_report()
     if args.errors:
         for kind, lines in sorted(misses.items()):
             for line in lines[: args.errors]:
                 print(f"[{kind}] {line}")
     return 0
+
+
+def dialogue_report() -> None:
+    """Redactions in real dialogue turns (no gold labels): what a reviewer would see go."""
+    if not DIALOGUES.exists():
+        print(f"(dialogues not found at {DIALOGUES})")
+        return
+    turns = [
+        turn["text"]
+        for line in DIALOGUES.read_text(encoding="utf-8").splitlines()
+        for turn in json.loads(line)["turns"]
+    ]
+    kinds: Counter[str] = Counter()
+    touched = 0
+    t0 = time.perf_counter()
+    for text in turns:
+        result = redact(text)
+        kinds.update(s.type for s in result.spans)
+        touched += bool(result.spans)
+    seconds = time.perf_counter() - t0
+    words = [w for text in turns for w in re.findall(r"\s*\S+", text)]
+    t0 = time.perf_counter()
+    for i in range(0, len(words), 30):
+        redact_words(words[i : i + 30])
+    word_seconds = time.perf_counter() - t0
+    print(
+        f"dialogues: {len(turns)} turns of {DIALOGUES.name}, {touched} with a redaction: "
+        + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
+    )
+    print(
+        f"  redact(): {seconds / len(turns) * 1e6:.0f} us per turn; "
+        f"redact_words(): {word_seconds / (len(words) / 30) * 1e6:.0f} us per 30 words"
+    )
 
 
 if __name__ == "__main__":
