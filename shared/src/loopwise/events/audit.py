@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from loopwise.events.base import ContractModel, TenantEvent
 
@@ -21,6 +21,14 @@ class AuditCheckpointV1(TenantEvent):
     )
     key_id: str = Field(min_length=1, max_length=128, description="Which secret key signed it")
     records: int = Field(ge=0, description="Records in the chain up to the head")
+    chain_scheme: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Hashing scheme of the chain, e.g. loopwise.audit.v1 (see docs/audit.md)",
+    )
+    head_recorded_at: AwareDatetime | None = Field(
+        default=None, description="When the head record was written to the audit store"
+    )
 
 
 class DeadLetterV1(ContractModel):

@@ -1,0 +1,165 @@
+"""The audit writer on the shared worker: buffer a batch's records, commit, then store offsets.
+
+The handler only describes events (no outputs); the worker's `before_commit`
+hook appends the batch to the store in one transaction, so a batch's records
+are durable before its offsets are stored. Checkpoints are signed after the
+commit, written to files, then published.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+from confluent_kafka import KafkaError, Message, Producer
+from prometheus_client import Counter, Gauge, Histogram
+
+from loopwise.events import AuditCheckpointV1, encode
+from loopwise.kafka import Emit, Incoming, Worker, serve
+from loopwise.kafka.intake import output_id
+from loopwise.logging import get_logger
+from loopwise_audit.checkpoints import Checkpointer
+from loopwise_audit.config import AuditWorkerSettings
+from loopwise_audit.handler import AuditEntry, describe
+from loopwise_audit.store import AuditStore
+
+SERVICE = "audit-writer"
+log = get_logger(__name__)
+
+RECORDS_APPENDED = Counter(
+    "loopwise_audit_records_appended_total", "Audit records appended to the chains"
+)
+DUPLICATES_SKIPPED = Counter(
+    "loopwise_audit_duplicates_skipped_total",
+    "Events not recorded because their event id was already in the trail (redeliveries)",
+)
+CHECKPOINTS = Counter("loopwise_audit_checkpoints_total", "Chain heads signed and written")
+APPEND_SECONDS = Histogram(
+    "loopwise_audit_append_duration_seconds",
+    "Time to append and commit one batch",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+UNCHECKPOINTED = Gauge(
+    "loopwise_audit_uncheckpointed_records", "Records not yet covered by a checkpoint (all tenants)"
+)
+
+
+class CheckpointPublisher:
+    """Publishes checkpoints to the checkpoint topic and waits for the broker's acknowledgement."""
+
+    def __init__(self, settings: AuditWorkerSettings) -> None:
+        self.topic = settings.checkpoint_topic
+        self.producer = Producer(
+            {
+                **settings.kafka.librdkafka(),
+                "client.id": f"{settings.kafka.client_id}-{SERVICE}-checkpoints",
+                "enable.idempotence": True,
+                "acks": "all",
+                **settings.producer_overrides,
+            }
+        )
+
+    def __call__(self, cp: AuditCheckpointV1) -> None:
+        """Produce one checkpoint (keyed by tenant) and block until it is acknowledged."""
+        errors: list[str] = []
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(err.str())
+
+        event_id = output_id(f"{cp.tenant_id}/{cp.sequence}/{cp.head_hash}", SERVICE, 0)
+        key, value, headers, _ = encode(cp, source=SERVICE, event_id=event_id)
+        self.producer.produce(
+            self.topic, key=key, value=value, headers=cast(Any, headers), on_delivery=delivered
+        )
+        if self.producer.flush(30) != 0:
+            raise RuntimeError("checkpoint not acknowledged within 30 s")
+        if errors:
+            raise RuntimeError(f"checkpoint not delivered: {errors[0]}")
+
+
+class AuditSink:
+    """Collects a batch's audit entries and appends them in one transaction."""
+
+    def __init__(self, store: AuditStore, checkpointer: Checkpointer | None = None) -> None:
+        self.store = store
+        self.checkpointer = checkpointer
+        # Keyed by (tenant, event id): a batch replayed after a failed commit adds nothing twice.
+        self._buffer: dict[tuple[str, str], AuditEntry] = {}
+
+    def handle(self, incoming: Incoming) -> Iterator[Emit]:
+        """Worker handler: describe the event; nothing is produced."""
+        entry = describe(incoming)
+        self._buffer.setdefault((entry.tenant_id, entry.event_id), entry)
+        return iter(())
+
+    def commit(self) -> None:
+        """Worker `before_commit`: make the batch's records durable, then checkpoint if due."""
+        if self._buffer:
+            started = time.perf_counter()
+            result = self.store.append(list(self._buffer.values()))
+            APPEND_SECONDS.observe(time.perf_counter() - started)
+            self._buffer.clear()
+            RECORDS_APPENDED.inc(result.appended)
+            DUPLICATES_SKIPPED.inc(result.duplicates)
+            if result.appended:
+                log.info("audit_appended", records=result.appended, duplicates=result.duplicates)
+            if self.checkpointer is not None:
+                self.checkpointer.note(result.heads.values())
+        self.run_checkpoints()
+
+    def run_checkpoints(self, *, force: bool = False) -> None:
+        """Sign the heads that are due."""
+        if self.checkpointer is None:
+            return
+        made = self.checkpointer.run_due(force=force)
+        CHECKPOINTS.inc(len(made))
+        UNCHECKPOINTED.set(sum(self.checkpointer.pending().values()))
+
+
+class AuditService:
+    """The running audit writer: worker, store, checkpointer and its timer."""
+
+    def __init__(self, settings: AuditWorkerSettings) -> None:
+        self.settings = settings
+        self.store = AuditStore(settings.database_url)
+        self.checkpointer = Checkpointer(
+            directory=settings.checkpoint_dir,
+            keys=settings.keyring(),
+            every_records=settings.checkpoint_every_records,
+            every_s=settings.checkpoint_every_s,
+            publish=CheckpointPublisher(settings),
+        )
+        with self.store.reader() as conn:
+            # Heads committed before a crash but never checkpointed are signed soon after start.
+            self.checkpointer.note(self.store.heads(conn).values())
+        self.sink = AuditSink(self.store, self.checkpointer)
+        self.worker = Worker(
+            service=SERVICE,
+            settings=settings,
+            handler=self.sink.handle,
+            output_topics=(),
+            dead_letter_payload=lambda _raw: None,  # input may be unredacted: never copy it
+            before_commit=self.sink.commit,
+        )
+        self._stop_timer = threading.Event()
+
+    def run(self, *, as_service: bool = False) -> None:
+        """Run until the worker stops; sign every pending head on the way out."""
+        timer = self.checkpointer.start_timer(self._stop_timer)
+        try:
+            if as_service:
+                serve(self.worker)
+            else:
+                self.worker.run()
+        finally:
+            self._stop_timer.set()
+            timer.join(10)
+            self.sink.run_checkpoints(force=True)
+            self.store.close()
+
+    def stop(self, *_: Any) -> None:
+        """Ask the worker to drain and stop."""
+        self.worker.stop()
