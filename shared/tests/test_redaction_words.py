@@ -69,3 +69,41 @@ def test_plain_words_pass_through_untouched() -> None:
     result = redact_words(words)
     assert [w.word for w in result.words] == words
     assert result.spans == []
+
+
+def test_a_card_read_across_two_segments_is_caught_in_both() -> None:
+    first = " Okay, my card number is four one one one, one one one one,"
+    second = " one one one one, one one one one. Did you get it?"
+    # alone, each half is a card fragment or a long digit string: never published as digits
+    assert "one one one one" not in redact(first).text
+    assert redact(first).spans[0].type == "CARD_NUMBER"
+    # with the previous segment as context, the second half is known as the card's tail
+    tail = redact(second, context=first)
+    assert tail.text == " [CARD_NUMBER]. Did you get it?"
+    words = redact_words(whisper_words(second), context=first)
+    assert [w.word for w in words.words] == [" [CARD_NUMBER].", " Did", " you", " get", " it?"]
+    assert (words.words[0].first, words.words[0].last) == (0, 7)
+
+
+def test_context_only_informs_it_is_never_redacted_into_the_result() -> None:
+    result = redact(" and the CVV is 123", context=" my email is a@example.com")
+    assert result.text == " and the CVV is [CVV]"
+    assert redact(" it is 123", context=" the security code on the back").text == " it is [CVV]"
+
+
+def test_card_fragments_near_card_words_are_redacted_short_card_facts_are_not() -> None:
+    assert redact("my card number is 4111 1111").text == "my card number is [CARD_NUMBER]"
+    assert redact("the card ending in 4242").text == "the card ending in 4242"
+    assert redact("my credit card limit is 5000").text == "my credit card limit is 5000"
+    assert redact("call the card company at 555 123 4567").text == (
+        "call the card company at [PHONE]"
+    )
+
+
+def test_empty_and_odd_word_lists() -> None:
+    assert redact_words([]).words == []
+    assert redact_words([]).text == ""
+    result = redact_words(["", " card", " 4111111111111111", ""])
+    assert [w.word for w in result.words] == ["", " card", " [CARD_NUMBER]", ""]
+    glued = redact_words([" email:jo@example.com,", " thanks"])
+    assert [w.word for w in glued.words] == [" email:[EMAIL],", " thanks"]

@@ -116,13 +116,22 @@ def _apply(text: str, found: Sequence[Detection]) -> Redaction:
     return Redaction(text="".join(parts), spans=spans)
 
 
-def redact(text: str, *, types: Collection[RedactionType] | None = None) -> Redaction:
-    """Replace every sensitive value in text by its typed token."""
-    return _apply(text, detect(text, _types(types)))
+def redact(
+    text: str, *, types: Collection[RedactionType] | None = None, context: str = ""
+) -> Redaction:
+    """Replace every sensitive value in text by its typed token.
+
+    Pass the previous (unredacted, never published) segment of the same speaker as
+    `context` so that a card number read across two segments is caught in both.
+    """
+    return _apply(text, detect(text, _types(types), context=context))
 
 
 def redact_words(
-    words: Sequence[str], *, types: Collection[RedactionType] | None = None
+    words: Sequence[str],
+    *,
+    types: Collection[RedactionType] | None = None,
+    context: str = "",
 ) -> WordRedaction:
     """Redact a word list (as a recogniser gives it) so that no value survives in any word.
 
@@ -131,6 +140,7 @@ def redact_words(
     a whole, and cut back into words: words a value touches collapse into one
     output word holding the token (with any text of those words outside the
     value kept around it), and `first`/`last` name the input words it covers.
+    `context` is as for `redact`.
     """
     pieces: list[tuple[int, int]] = []
     chunks: list[str] = []
@@ -143,7 +153,7 @@ def redact_words(
         chunks.append(w)
         pos += len(w)
     text = "".join(chunks)
-    found = detect(text, _types(types))
+    found = detect(text, _types(types), context=context)
     redaction = _apply(text, found)
 
     out: list[RedactedWord] = []

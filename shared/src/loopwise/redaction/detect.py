@@ -195,8 +195,29 @@ class _Found:
         return True
 
 
-def detect(text: str, types: Collection[RedactionType]) -> list[Detection]:
-    """Every sensitive value in text of the given types, sorted by offset, not overlapping."""
+def detect(text: str, types: Collection[RedactionType], *, context: str = "") -> list[Detection]:
+    """Every sensitive value in text of the given types, sorted by offset, not overlapping.
+
+    `context` is the unredacted text said just before (the previous segment of the
+    same speaker): it gives keywords and lets a number read across two segments be
+    seen whole. Detections are returned for `text` only, clipped to it.
+    """
+    if context:
+        offset = len(context) + 1
+        out = []
+        for d in _detect(f"{context} {text}", types):
+            if d.end <= offset:
+                continue
+            start, end = max(d.start, offset) - offset, d.end - offset
+            while start < end and not text[start].isalnum():
+                start += 1  # a value begun in the context: its tail starts at its first digit
+            if start < end:
+                out.append(Detection(start, end, d.type, d.confidence))
+        return out
+    return _detect(text, types)
+
+
+def _detect(text: str, types: Collection[RedactionType]) -> list[Detection]:
     found = _Found(types)
     # Cheap look-ups first: most segments have no digits, no number words and no "@".
     has_digit = ANY_DIGIT.search(text) is not None
@@ -255,6 +276,14 @@ def _card_shaped(run: Run) -> bool:
     if sizes[0] <= 4 and all(s == sizes[0] for s in sizes[:-1]) and sizes[-1] <= sizes[0]:
         return True  # 4-4-4-4, 4-4-4-4-3, 4-1-1-1..., 1-1-1-...
     return sizes in ([4, 6, 5], [4, 6, 4], [4, 6])
+
+
+def _card_fragment(run: Run) -> bool:
+    """Read out as words, one block of 8+ digits, or whole groups of four: part of a card."""
+    if run.spoken:
+        return True
+    sizes = [len(e.digits) for e in run.elements]
+    return (len(sizes) == 1 and sizes[0] >= 8) or (len(sizes) > 1 and set(sizes) == {4})
 
 
 def _best_card(text: str, run: Run, card_ctx: bool) -> tuple[int, int, float] | None:
@@ -347,6 +376,15 @@ def _classify(text: str, run: Run, found: _Found) -> None:
         return
     if RECORD_ID_CONTEXT.search(near):
         return  # "order number 1234567" is a record of ours, not the caller's: it stays
+    if (
+        6 <= n <= 12
+        and not money
+        and _card_fragment(run)
+        and _last(CARD_CONTEXT, before) > _last(PHONE_CONTEXT, before)
+    ):
+        # part of a card number (the rest in the next segment, or misheard): no part goes out
+        found.add(start, end, "CARD_NUMBER", 0.5)
+        return
     if 7 <= n <= 15 and not money:
         phone_ctx = _near(PHONE_OR_NUMBER, text, start, end, after=12)
         shaped = _phone_shaped(text, run) or (phone_ctx and len(run.elements) == 1)
