@@ -37,6 +37,8 @@ CASES: list[tuple[str, str]] = [
         "uh my card [CARD_NUMBER]",
     ),
     ("4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "[CARD_NUMBER]"),
+    # recognisers sometimes write a long number with thousands commas
+    ("it is 4,111,111,111,111,111 ok", "it is [CARD_NUMBER] ok"),
     ("41 11 11 11 11 11 11 11 and that's it", "[CARD_NUMBER] and that's it"),
     (
         "card ending, sorry, full number 4111111111111111.",

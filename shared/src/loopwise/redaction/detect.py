@@ -181,7 +181,7 @@ def _card_shaped(run: Run) -> bool:
     if run.spoken:
         return True
     sizes = [len(e.digits) for e in run.elements]
-    if len(sizes) == 1:
+    if len(sizes) == 1 or run.thousands:
         return True
     if sizes[0] <= 4 and all(s == sizes[0] for s in sizes[:-1]) and sizes[-1] <= sizes[0]:
         return True  # 4-4-4-4, 4-4-4-4-3, 4-1-1-1..., 1-1-1-...

@@ -106,8 +106,22 @@ class Run:
         return any(e.spoken for e in self.elements)
 
     @property
+    def thousands(self) -> bool:
+        """Whether the run is one numeral written with thousands commas (4,111,111,...)."""
+        sizes = [len(e.digits) for e in self.elements]
+        return (
+            len(sizes) > 1
+            and all(g == "," for g in self.gaps)
+            and not self.spoken
+            and 1 <= sizes[0] <= 3
+            and all(s == 3 for s in sizes[1:])
+        )
+
+    @property
     def weak(self) -> bool:
         """Whether numerals are joined by a comma or full stop ("2019, 2020"): maybe a list."""
+        if self.thousands:
+            return False
         return any(
             ("," in g or ("." in g and g != g.strip()))
             and not self.elements[i].spoken
