@@ -155,8 +155,8 @@ def build_app(settings: RouterSettings) -> RouterApp:
         "router-calls",
         default=None,
         partitions=settings.topic_partitions,
-        key_serializer="json",
-        value_serializer="json",
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        help="Per-call router state: the join, holds, review tasks and their deadlines",
     )
     source = app.topic(
         *inputs, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"

@@ -21,6 +21,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -144,24 +145,22 @@ class Comparison(_Strict):
                 raise ValueError(f"cannot read the value {raw!r} in {data!r}") from None
         return {"text": data.strip(), "field": match.group("field"), "op": op, "value": value}
 
-    def check(self, scope: Scope) -> None:
-        """Raise ValueError if the field or literal does not fit the operator in this scope."""
-        kind = field_kind(self.field, scope)
+    @model_validator(mode="after")
+    def _fits(self) -> Comparison:
+        kind = field_kind(self.field, "segment") or field_kind(self.field, "call")
         if kind is None:
-            known = sorted(
-                {*COMMON_FIELDS, *(SEGMENT_FIELDS if scope == "segment" else CALL_FIELDS)}
-            )
+            known = sorted({*COMMON_FIELDS, *SEGMENT_FIELDS, *CALL_FIELDS})
             raise ValueError(
-                f"unknown field {self.field!r} for a {scope} rule in {self.text!r}; "
+                f"unknown field {self.field!r} in {self.text!r}; "
                 f"known: {', '.join(known)}, metadata.<key>"
             )
         if self.op in ("exists", "missing"):
-            return
-        values = self.value if self.op in ("in", "not in") else [self.value]
+            return self
         if self.op in ("in", "not in") and not isinstance(self.value, list):
             raise ValueError(f"{self.op!r} needs a list like [a, b] in {self.text!r}")
+        values = self.value if self.op in ("in", "not in") else [self.value]
         for value in values:
-            if isinstance(value, (list, dict)) or value is None:
+            if isinstance(value, list | dict) or value is None:
                 raise ValueError(f"{value!r} is not a plain value in {self.text!r}")
             if kind == "number" and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise ValueError(f"{self.field} is a number; {value!r} is not, in {self.text!r}")
@@ -176,6 +175,15 @@ class Comparison(_Strict):
             and not self.field.startswith(METADATA_PREFIX)
         ):
             raise ValueError(f"{self.op!r} does not order text; use == or in, in {self.text!r}")
+        return self
+
+    def check_scope(self, scope: Scope) -> None:
+        """Raise ValueError if the field does not exist for rules of this scope."""
+        if field_kind(self.field, scope) is None:
+            other = "call" if scope == "segment" else "segment"
+            raise ValueError(
+                f"{self.field!r} is a {other} field; a {scope} rule cannot use it ({self.text!r})"
+            )
 
 
 class FindingSpec(_Strict):
@@ -257,7 +265,7 @@ NotOf.model_rebuild()
 
 def _check_condition(condition: Condition, scope: Scope) -> None:
     if isinstance(condition, Comparison):
-        condition.check(scope)
+        condition.check_scope(scope)
     elif isinstance(condition, AllOf):
         for child in condition.all:
             _check_condition(child, scope)
@@ -315,6 +323,14 @@ class Rule(_Strict):
     _sla = field_validator("sla", mode="before")(
         lambda cls, v: None if v is None else parse_duration(v)
     )
+
+    @field_validator("when", mode="after")
+    @classmethod
+    def _fields_fit_scope(cls, when: Condition, info: ValidationInfo) -> Condition:
+        scope = info.data.get("scope")
+        if scope in ("segment", "call"):
+            _check_condition(when, scope)
+        return when
 
     @model_validator(mode="after")
     def _consistent(self) -> Rule:
