@@ -74,7 +74,7 @@ def _resolve(spec: str) -> Callable[..., Any]:
             f"model {spec!r}: no entry point of that name in {ENTRY_POINT_GROUP} "
             f"(known: {', '.join(known) or 'none'}); or give package.module:factory"
         )
-    return found[0].load()  # type: ignore[no-any-return]
+    return next(iter(found)).load()  # type: ignore[no-any-return]
 
 
 def load_model(spec: str, options: Mapping[str, Any] | None = None) -> SentimentModel:

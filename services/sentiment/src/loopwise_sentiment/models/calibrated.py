@@ -38,7 +38,7 @@ def caps_for(f: TextFeatures, score: float) -> list[tuple[str, float]]:
         caps.append(("complaint_context", CAPS["complaint_context"]))
     if f.words <= 3:
         caps.append(("short_text", CAPS["short_text"]))
-    if f.mixed >= 0.5:
+    if f.mixed >= 0.5 or (f.mixed > 0 and f.contrasts):
         caps.append(("mixed_polarity", CAPS["mixed_polarity"]))
     if f.negations:
         caps.append(("negation", CAPS["negation"]))
