@@ -79,12 +79,12 @@ def checkpoint_path(directory: Path, tenant_id: str) -> Path:
     return directory / f"{tenant_id}{CHECKPOINT_SUFFIX}"
 
 
-def load_checkpoints(directory: Path) -> CheckpointSet:
+def load_checkpoints(directory: Path, pattern: str = f"*{CHECKPOINT_SUFFIX}") -> CheckpointSet:
     """Read every tenant's checkpoint file under a directory."""
     found = CheckpointSet()
     if not directory.is_dir():
         return found
-    for path in sorted(directory.glob(f"*{CHECKPOINT_SUFFIX}")):
+    for path in sorted(directory.glob(pattern)):
         with path.open("r", encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():

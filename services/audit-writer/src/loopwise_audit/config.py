@@ -6,13 +6,14 @@ the keys); `AuditWorkerSettings` adds the Kafka worker for `run`.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loopwise.kafka import WorkerSettings
-from loopwise.settings import ObservabilitySettings
+from loopwise.settings import ConfigurationError, ObservabilitySettings
 from loopwise.topics import catalogue, dead_letter_topic, topic
 from loopwise_audit.checkpoints import KeyRing
 
@@ -44,8 +45,12 @@ class TrailSettings(BaseSettings):
         default=Path("audit-checkpoints"),
         description="Directory of the checkpoint files; keep it off the database's host",
     )
-    hmac_key: SecretStr = Field(
-        description=f"Secret key that signs checkpoints (at least {MIN_KEY_BYTES} bytes)"
+    hmac_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            f"Secret key that signs and verifies checkpoints (at least {MIN_KEY_BYTES} bytes); "
+            "required by run, verify and export"
+        ),
     )
     key_id: str = Field(
         default="audit-1", min_length=1, max_length=128, description="Name of hmac_key"
@@ -60,8 +65,8 @@ class TrailSettings(BaseSettings):
 
     @field_validator("hmac_key")
     @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value().encode("utf-8")) < MIN_KEY_BYTES:
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode("utf-8")) < MIN_KEY_BYTES:
             raise ValueError(f"must be at least {MIN_KEY_BYTES} bytes")
         return value
 
@@ -74,6 +79,10 @@ class TrailSettings(BaseSettings):
 
     def keyring(self) -> KeyRing:
         """The signing key and every verifying key."""
+        if self.hmac_key is None:
+            message = f"{ENV_PREFIX}HMAC_KEY is not set: checkpoints cannot be signed or verified"
+            print(message, file=sys.stderr)
+            raise ConfigurationError(message)
         keys = {k: v.get_secret_value().encode("utf-8") for k, v in self.old_keys.items()}
         keys[self.key_id] = self.hmac_key.get_secret_value().encode("utf-8")
         return KeyRing(self.key_id, keys)
@@ -110,3 +119,9 @@ class AuditWorkerSettings(WorkerSettings, TrailSettings):
     checkpoint_every_s: float = Field(
         default=60.0, gt=0, description="...or this many seconds after its last checkpoint"
     )
+
+    @model_validator(mode="after")
+    def _key_present(self) -> AuditWorkerSettings:
+        if self.hmac_key is None:
+            raise ValueError("hmac_key is required to run the writer (checkpoints are signed)")
+        return self

@@ -93,7 +93,8 @@ def _parse(body: str) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) else None
 
 
-def _hash_ok(record: StoredRecord) -> bool:
+def hash_ok(record: StoredRecord) -> bool:
+    """True if a record's stored hash is the hash of its content and predecessor."""
     try:
         return record_hash(record.prev_hash, record.body) == record.record_hash
     except ValueError:  # prev_hash is not hex
@@ -103,13 +104,15 @@ def _hash_ok(record: StoredRecord) -> bool:
 class _Walk:
     """State of one chain walk."""
 
-    def __init__(self, tenant: str, signed: Mapping[int, str]) -> None:
+    def __init__(
+        self, tenant: str, signed: Mapping[int, str], start_seq: int, start_prev: str
+    ) -> None:
         self.tenant = tenant
         self.signed = signed
         self.report = ChainReport(tenant)
-        self.prev_hash = GENESIS_HASH
+        self.prev_hash = start_prev
         self.prev_event: str | None = None
-        self.expected = 1
+        self.expected = start_seq
         self.seen: dict[str, int] = {}
 
     def fault(self, kind: FaultKind, seq: int, event_id: str | None, detail: str) -> ChainReport:
@@ -171,7 +174,7 @@ class _Walk:
         )
 
     def _check(self, r: StoredRecord, seq: int) -> ChainReport | None:
-        if not _hash_ok(r):
+        if not hash_ok(r):
             return self.fault("edited", seq, r.event_id, "content does not match its hash")
         facts = _parse(r.body)
         if facts is None:
@@ -188,8 +191,13 @@ class _Walk:
                 f"record {facts.get('seq')} of the chain stands at position {seq}",
             )
         if r.prev_hash != self.prev_hash:
-            if seq == 1:
-                return self.fault("edited", 1, r.event_id, "first record is not chained to genesis")
+            if self.prev_event is None:
+                return self.fault(
+                    "edited",
+                    seq,
+                    r.event_id,
+                    "first record is not chained to its known predecessor",
+                )
             return self.fault(
                 "edited",
                 seq - 1,
@@ -226,10 +234,18 @@ class _Walk:
 
 
 def verify_chain(
-    tenant: str, rows: Iterable[StoredRecord], signed: Mapping[int, str] | None = None
+    tenant: str,
+    rows: Iterable[StoredRecord],
+    signed: Mapping[int, str] | None = None,
+    *,
+    start_seq: int = 1,
+    start_prev: str = GENESIS_HASH,
 ) -> ChainReport:
-    """Walk one tenant's records (in seq order) against its checkpoints (seq -> head hash)."""
-    return _Walk(tenant, signed or {}).run(rows)
+    """Walk one tenant's records (in seq order) against its checkpoints (seq -> head hash).
+
+    A segment of a chain (an export) starts at `start_seq` chained to `start_prev`.
+    """
+    return _Walk(tenant, signed or {}, start_seq, start_prev).run(rows)
 
 
 def signed_heads(

@@ -1,0 +1,217 @@
+"""`loopwise-audit`: run the writer, check its settings, verify, export and tell a call's story.
+
+Settings come from `LOOPWISE_AUDIT_*` variables (see docs/audit.md); the
+database URL and checkpoint directory can be given as options too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from loopwise.logging import configure_logging
+from loopwise.settings import ConfigurationError, load_settings
+from loopwise_audit.config import AuditWorkerSettings, TrailSettings
+from loopwise_audit.handler import utc_text
+
+EXIT_FAULT = 1
+
+
+def _trail(args: argparse.Namespace) -> TrailSettings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    if getattr(args, "checkpoint_dir", None):
+        overrides["checkpoint_dir"] = args.checkpoint_dir
+    return load_settings(TrailSettings, **overrides)
+
+
+def _open_store(settings: TrailSettings) -> Any:
+    from loopwise_audit.store import AuditStore
+
+    return AuditStore(settings.database_url)
+
+
+def _moment(text: str | None) -> str | None:
+    """An RFC 3339 date or timestamp as the store's UTC text."""
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return utc_text(moment)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from loopwise_audit.worker import AuditService
+
+    settings = load_settings(AuditWorkerSettings)
+    obs = settings.observability
+    configure_logging("audit-writer", log_format=obs.log_format, level=obs.log_level)
+    AuditService(settings).run(as_service=True)
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = load_settings(AuditWorkerSettings)
+    settings.keyring()
+    store = _open_store(settings)
+    try:
+        with store.reader() as conn:
+            tenants = store.tenants(conn)
+            records = store.count(conn)
+    finally:
+        store.close()
+    settings.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    probe = settings.checkpoint_dir / ".write-test"
+    probe.write_text("ok", encoding="utf-8")
+    probe.unlink()
+    print(f"database:        {store.engine.url.render_as_string(hide_password=True)}")
+    print(f"                 {records} records, {len(tenants)} tenant chain(s)")
+    print(
+        f"checkpoints:     {settings.checkpoint_dir} (writable), topic {settings.checkpoint_topic}"
+    )
+    print(
+        f"checkpoint every {settings.checkpoint_every_records} records "
+        f"or {settings.checkpoint_every_s:g} s; signing key {settings.key_id!r}"
+    )
+    print(f"consumes:        {', '.join(settings.input_topics)}")
+    print(f"group:           {settings.group_id}; dead letters to {settings.dead_letter_topic}")
+    print("configuration OK")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from loopwise_audit.checkpoints import load_checkpoints
+    from loopwise_audit.evidence import verify_export
+    from loopwise_audit.verify import verify_store
+
+    settings = _trail(args)
+    keys = settings.keyring()
+    if args.export is not None:
+        chain, problems = verify_export(args.export, keys)
+        if chain.fault is not None:
+            problems.insert(0, chain.fault.describe())
+        for problem in problems:
+            print(f"FAULT {problem}")
+        print(
+            f"export {args.export}: records {chain.records}, checkpoints matched "
+            f"{chain.checkpoints}: {'FAULT' if problems else 'OK'}"
+        )
+        return EXIT_FAULT if problems else 0
+    store = _open_store(settings)
+    try:
+        report = verify_store(
+            store,
+            load_checkpoints(settings.checkpoint_dir),
+            keys,
+            tenants=[args.tenant] if args.tenant else None,
+        )
+    finally:
+        store.close()
+    for chain in report.chains:
+        state = "OK" if chain.ok else "FAULT"
+        print(
+            f"{chain.tenant_id}: {chain.records} records verified, head seq {chain.head_seq}, "
+            f"{chain.checkpoints} checkpoint(s) matched: {state}"
+        )
+        if chain.fault is not None:
+            print(f"  first bad record: {chain.fault.describe()}")
+    if not report.chains:
+        print("no audit records and no checkpoints found")
+    return 0 if report.ok else EXIT_FAULT
+
+
+def _export(args: argparse.Namespace) -> int:
+    from loopwise_audit.evidence import export_tenant
+
+    settings = _trail(args)
+    store = _open_store(settings)
+    try:
+        summary = export_tenant(
+            store,
+            settings.checkpoint_dir,
+            args.tenant,
+            args.out,
+            since=_moment(args.since),
+            until=_moment(args.until),
+        )
+    finally:
+        store.close()
+    span = f"seq {summary.first_seq}..{summary.last_seq}" if summary.records else "no records"
+    print(
+        f"exported {summary.records} records ({span}) and {summary.checkpoints} checkpoints "
+        f"of {args.tenant} to {summary.directory}"
+    )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from loopwise_audit.evidence import call_story
+
+    settings = _trail(args)
+    store = _open_store(settings)
+    try:
+        lines = call_story(store, args.call_id, args.tenant)
+    finally:
+        store.close()
+    if not lines:
+        print(f"no audit records for call {args.call_id}", file=sys.stderr)
+        return EXIT_FAULT
+    print("\n".join(lines))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `loopwise-audit`."""
+    parser = argparse.ArgumentParser(prog="loopwise-audit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def trail_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--database-url", help="override LOOPWISE_AUDIT_DATABASE_URL")
+        p.add_argument("--checkpoint-dir", type=Path, help="override LOOPWISE_AUDIT_CHECKPOINT_DIR")
+
+    sub.add_parser("run", help="consume every pipeline topic and write the trail").set_defaults(
+        func=_run
+    )
+    sub.add_parser("check-config", help="validate settings, database and checkpoint directory")
+    sub.choices["check-config"].set_defaults(func=_check_config)
+
+    verify = sub.add_parser("verify", help="walk the chains against the checkpoints")
+    trail_options(verify)
+    verify.add_argument("--tenant", help="only this tenant's chain")
+    verify.add_argument("--export", type=Path, help="verify an export directory instead")
+    verify.set_defaults(func=_verify)
+
+    export = sub.add_parser(
+        "export", help="write a tenant's records and checkpoints for an auditor"
+    )
+    trail_options(export)
+    export.add_argument("--tenant", required=True, help="tenant whose chain is exported")
+    export.add_argument("--since", help="recorded at or after (RFC 3339 date or time, UTC)")
+    export.add_argument("--until", help="recorded before (RFC 3339 date or time, UTC)")
+    export.add_argument("--out", type=Path, required=True, help="directory to write")
+    export.set_defaults(func=_export)
+
+    show = sub.add_parser("show", help="tell the story of one call, check by check")
+    trail_options(show)
+    show.add_argument("call_id", help="the call")
+    show.add_argument("--tenant", help="tenant of the call (default: search every tenant)")
+    show.set_defaults(func=_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `loopwise-audit`."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigurationError as exc:
+        return int(exc.code or 2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
