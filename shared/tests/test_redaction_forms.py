@@ -39,6 +39,12 @@ CASES: list[tuple[str, str]] = [
     ("4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "[CARD_NUMBER]"),
     # recognisers sometimes write a long number with thousands commas
     ("it is 4,111,111,111,111,111 ok", "it is [CARD_NUMBER] ok"),
+    # digits glued to letters or underscores are codes, still never left whole
+    ("tag card_4111111111111111 x", "tag [REDACTED] x"),
+    (
+        "my card is " + "".join(chr(0xFF10 + int(d)) for d in "4111111111111111"),
+        "my card is [CARD_NUMBER]",
+    ),
     ("41 11 11 11 11 11 11 11 and that's it", "[CARD_NUMBER] and that's it"),
     (
         "card ending, sorry, full number 4111111111111111.",

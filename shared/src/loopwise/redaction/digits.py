@@ -255,7 +255,7 @@ def luhn_ok(digits: str) -> bool:
     """Luhn (mod 10) check used by payment card numbers."""
     total = 0
     for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
+        d = int(ch)
         if i % 2:
             d *= 2
             if d > 9:

@@ -112,7 +112,9 @@ PROTECTED = re.compile(
     _I,
 )
 # Codes that mix letters and many digits (licence numbers, member ids): kept out of digit runs.
-ALPHANUMERIC_ID = re.compile(r"\b(?=[A-Za-z]*\d)(?=(?:[A-Za-z]*\d){9})[A-Za-z\d]{9,40}\b")
+ALPHANUMERIC_ID = re.compile(
+    r"(?<![A-Za-z\d_])(?=(?:[A-Za-z_]*\d){9})[A-Za-z\d_]{9,60}(?![A-Za-z\d_])"
+)
 ANY_DIGIT = re.compile(r"\d")
 ANY_NUMBER_WORD = re.compile(
     r"\b(?:zero|oh|o|nought|naught|nil|one|two|three|four|five|six|seven|eight|nine|ten|eleven"
