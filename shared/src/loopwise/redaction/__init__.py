@@ -6,6 +6,16 @@ tokens such as `[CARD_NUMBER]`, and says where each token stands in the result.
 `redact_words(words)` does the same for a recogniser's word list, merging the
 words a value was spread over ("four", "one", "one", ...) into one token word
 that knows which input words it covers, so their timings can be merged.
+
+Policy, in short: card numbers are found by Luhn check and shape (numerals,
+groups, spoken digits, mixed), or by card words plus a card-sized number; CVV,
+expiry, routing and account numbers, and dates of birth need their own words
+nearby; a long digit string of unknown kind, an identity-document number or a
+PIN becomes `[REDACTED]` (OTHER_PII); times, amounts, counts, years, plain
+dates and our own record numbers ("order number 1234567") stay.
+
+Each token counts once in `loopwise_redactions_total{type}`; pass `count=False`
+when redacting a second view of the same segment (its words after its text).
 """
 
 from __future__ import annotations
@@ -94,7 +104,7 @@ def _types(types: Collection[RedactionType] | None) -> Collection[RedactionType]
     return frozenset(types)
 
 
-def _apply(text: str, found: Sequence[Detection]) -> Redaction:
+def _apply(text: str, found: Sequence[Detection], *, count: bool) -> Redaction:
     parts: list[str] = []
     spans: list[RedactionSpan] = []
     pos = 0
@@ -111,20 +121,25 @@ def _apply(text: str, found: Sequence[Detection]) -> Redaction:
         parts.append(token)
         out_len += len(token)
         pos = d.end
-        REDACTIONS_TOTAL.labels(d.type).inc()
+        if count:
+            REDACTIONS_TOTAL.labels(d.type).inc()
     parts.append(text[pos:])
     return Redaction(text="".join(parts), spans=spans)
 
 
 def redact(
-    text: str, *, types: Collection[RedactionType] | None = None, context: str = ""
+    text: str,
+    *,
+    types: Collection[RedactionType] | None = None,
+    context: str = "",
+    count: bool = True,
 ) -> Redaction:
     """Replace every sensitive value in text by its typed token.
 
     Pass the previous (unredacted, never published) segment of the same speaker as
     `context` so that a card number read across two segments is caught in both.
     """
-    return _apply(text, detect(text, _types(types), context=context))
+    return _apply(text, detect(text, _types(types), context=context), count=count)
 
 
 def redact_words(
@@ -132,6 +147,7 @@ def redact_words(
     *,
     types: Collection[RedactionType] | None = None,
     context: str = "",
+    count: bool = True,
 ) -> WordRedaction:
     """Redact a word list (as a recogniser gives it) so that no value survives in any word.
 
@@ -154,7 +170,7 @@ def redact_words(
         pos += len(w)
     text = "".join(chunks)
     found = detect(text, _types(types), context=context)
-    redaction = _apply(text, found)
+    redaction = _apply(text, found, count=count)
 
     out: list[RedactedWord] = []
     k = 0  # next detection
