@@ -20,10 +20,17 @@ import argparse
 import hashlib
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
+from loopwise.events import Envelope, ModelRef, TranscriptSegmentV1
+from loopwise.kafka.intake import Incoming
+from loopwise_sentiment.batch import annotate_dialogue
+from loopwise_sentiment.config import AggregationSettings
+from loopwise_sentiment.handler import SentimentHandler
 from loopwise_sentiment.models import SentimentModel
 from loopwise_sentiment.models.calibrated import CalibratedVaderModel
 from loopwise_sentiment.models.calibration import (
@@ -34,9 +41,11 @@ from loopwise_sentiment.models.calibration import (
 )
 from loopwise_sentiment.models.features import feature_vector, text_features
 from loopwise_sentiment.models.vader import VaderModel
+from loopwise_sentiment.state import MemoryStateStore, SqliteStateStore, StateStore
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "sentiment" / "uci_amazon_yelp.jsonl"
+STAR = ROOT.parent / "shared" / "data" / "dialogues" / "star_dev_100.jsonl"
 SHIPPED = ROOT / "services/sentiment/src/loopwise_sentiment/models" / DEFAULT_CALIBRATION
 
 Row = dict[str, object]
@@ -102,6 +111,77 @@ def cross_validate(rows: Sequence[Row], folds: int = 5) -> dict[str, float]:
     return review_figures(right, conf)
 
 
+def auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
+    """Probability that a random positive outranks a random negative (ties count half)."""
+    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+    return wins / (len(positives) * len(negatives))
+
+
+def star_figures(model: SentimentModel) -> str:
+    """How well the call-level customer sentiment ranks STAR's annoyed users first."""
+    if not STAR.exists():
+        return f"STAR dialogues: skipped ({STAR} not found)"
+    settings = AggregationSettings()
+    calls = [
+        annotate_dialogue(model, json.loads(x), settings)
+        for x in STAR.read_text(encoding="utf-8").splitlines()
+        if x
+    ]
+    annoyed = [c for c in calls if c.get("user_aggressive_or_annoyed")]
+    calm = [c for c in calls if not c.get("user_aggressive_or_annoyed")]
+    parts = [f"STAR {len(calls)} dialogues ({len(annoyed)} annoyed), {model.name}:"]
+    for field in ("final", "worst"):
+        score = auc(
+            [-c["call_sentiment"][field] for c in annoyed],
+            [-c["call_sentiment"][field] for c in calm],
+        )
+        parts.append(f"AUC(-{field}) {score:.2f}")
+    negative = sum(c["call_sentiment"]["label"] == "negative" for c in calls)
+    turns = [t["sentiment"] for c in calls for t in c["turns"] if "sentiment" in t]
+    low = sum(t["confidence"] < 0.6 for t in turns) / len(turns)
+    parts.append(f"calls labelled negative {negative}; turns with confidence < 0.6: {low:.1%}")
+    return "  ".join(parts)
+
+
+def throughput(model: SentimentModel, texts: Sequence[str]) -> float:
+    """Texts scored per second (one thread)."""
+    started = time.perf_counter()
+    for text in texts:
+        model.score(text)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def handler_throughput(texts: Sequence[str], store: StateStore) -> float:
+    """Customer segments per second through the service handler (scoring + per-call state)."""
+    handler = SentimentHandler(
+        CalibratedVaderModel(), store, AggregationSettings(), "loopwise.cx.sentiment.v1"
+    )
+    asr = ModelRef(name="bench", version="1")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    events = [
+        TranscriptSegmentV1(
+            tenant_id="bench",
+            call_id=f"call-{i % 100}",
+            occurred_at=t0,
+            producer=asr,
+            segment_id=f"s{i}",
+            speaker="customer",
+            start_s=float(i),
+            end_s=float(i) + 1,
+            text=text,
+            confidence=0.9,
+            language="en",
+            source="realtime",
+        )
+        for i, text in enumerate(texts)
+    ]
+    started = time.perf_counter()
+    for i, event in enumerate(events):
+        envelope = Envelope(type=event.event_type, source="bench", id=f"e{i}")
+        handler(Incoming(envelope, event, "t", 0, i))
+    return len(events) / (time.perf_counter() - started)
+
+
 def line(name: str, f: dict[str, float]) -> str:
     """One printed row of figures."""
     return (
@@ -144,6 +224,20 @@ def main() -> int:
     print(line("vader-calibrated (shipped), test", test_figures))
     print(f"{'':42} neutral labels on test: {test_figures['neutral_share']:.1%}")
     print(line("vader-calibrated, 5-fold CV, all rows", cross_validate(rows)))
+    for model in (vader, calibrated):
+        print(star_figures(model))
+    texts = [str(r["text"]) for r in rows]
+    for model in (vader, calibrated):
+        print(f"throughput {model.name}: {throughput(model, texts):,.0f} texts/s (one thread)")
+    memory = handler_throughput(texts, MemoryStateStore())
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite = SqliteStateStore(Path(tmp) / "state.sqlite3")
+        durable = handler_throughput(texts, sqlite)
+        sqlite.close()
+    print(
+        f"handler (score + rolling call state), 100 calls: in memory {memory:,.0f} segments/s, "
+        f"SQLite (WAL, synchronous=FULL) {durable:,.0f} segments/s"
+    )
     elapsed = time.perf_counter() - started
     print(f"elapsed {elapsed:.1f} s")
     return 0
