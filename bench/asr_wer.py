@@ -1,4 +1,4 @@
-"""WER and real-time factor of the transcription batch path on the English clips of ../shared/data/asr.
+"""WER and real-time factor of the transcription batch path on the English clips of the ASR data.
 
     uv run python bench/asr_wer.py            # Loopwise batch path (settings from env)
     uv run python bench/asr_wer.py --raw      # raw faster-whisper, the baseline settings
@@ -78,7 +78,9 @@ def run_raw(clips: list[dict[str, Any]]) -> tuple[list[str], float, float]:
     return hyps, audio, spent
 
 
-def report(name: str, clips: list[dict[str, Any]], hyps: list[str], audio: float, spent: float) -> None:
+def report(
+    name: str, clips: list[dict[str, Any]], hyps: list[str], audio: float, spent: float
+) -> None:
     """Print WER per clip and overall, and the RTF."""
     refs = [normalise(c["reference_text"]) for c in clips]
     outs = [normalise(h) for h in hyps]

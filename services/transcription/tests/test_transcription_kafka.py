@@ -1,0 +1,245 @@
+"""The transcription service on a real broker: a streamed two-party call, external
+transcripts redacted, and every kind of bad input dead-lettered without PII."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from loopwise.events import (
+    AudioChunkV1,
+    ExternalTranscriptSegmentV1,
+    ExternalWord,
+    encode,
+)
+from loopwise_transcription.config import AsrSettings, TranscriptionSettings
+from loopwise_transcription.engine import Engine
+from loopwise_transcription.handler import TranscriptionHandler
+from loopwise_transcription.worker import TranscriptionWorker
+from services.transcription.tests.transcription_helpers import (
+    PROMPTS,
+    call_ended,
+    call_started,
+    mulaw_chunks,
+    two_party_call,
+    word_errors,
+)
+from tests.support.kafka_io import produce_events, produce_raw, read_topic
+
+pytestmark = [pytest.mark.kafka, pytest.mark.usefixtures("asr_data")]
+
+
+@pytest.fixture
+def topics(new_topic: Callable[..., str], group_id: str) -> dict[str, str]:
+    return {
+        "calls": new_topic("calls"),
+        "audio": new_topic("audio"),
+        "external": new_topic("external"),
+        "out": new_topic("transcripts"),
+        "dlq": new_topic("dlq"),
+        "group": group_id,
+    }
+
+
+@pytest.fixture
+def service(
+    kafka_bootstrap: str, topics: dict[str, str], engine: Engine, asr_settings: AsrSettings
+) -> Iterator[TranscriptionWorker]:
+    """The transcription worker in a thread of this process, sharing the session's model."""
+    settings = TranscriptionSettings(
+        kafka={"bootstrap_servers": kafka_bootstrap},  # type: ignore[arg-type]
+        group_id=topics["group"],
+        input_topics=[topics["calls"], topics["audio"], topics["external"]],
+        output_topic=topics["out"],
+        dead_letter_topic=topics["dlq"],
+        observability={"host": "127.0.0.1", "port": 0},  # type: ignore[arg-type]
+        max_message_bytes=200_000,
+        pre_start_hold_s=1.0,
+        max_chunk_s=2.0,
+        poll_timeout_s=0.2,
+    )
+    handler = TranscriptionHandler(settings, asr_settings, engine)
+    worker = TranscriptionWorker(
+        handler=handler, settings=settings, output_topics=[settings.output_topic]
+    )
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    yield worker
+    worker.stop()
+    thread.join(60)
+    assert not thread.is_alive(), "worker did not stop"
+
+
+def values(records: list[Any]) -> list[dict[str, Any]]:
+    return [json.loads(r.value) for r in records]
+
+
+def test_two_party_mulaw_call_streamed_in_chunks_comes_out_in_order_with_roles(
+    kafka_bootstrap: str, topics: dict[str, str], service: TranscriptionWorker
+) -> None:
+    # agent: "please hold ...", customer: "please enter your phone number ...",
+    # agent: "please enter your password ..."; each starts after the other has finished.
+    script = [(0.4, 0, "hold"), (3.2, 1, "phone"), (7.1, 0, "password")]
+    channels = two_party_call(script, seconds=11.0)
+    produce_events(kafka_bootstrap, topics["calls"], [call_started("call-duo")])
+    produce_events(kafka_bootstrap, topics["audio"], mulaw_chunks("call-duo", channels))
+    produce_events(kafka_bootstrap, topics["calls"], [call_ended("call-duo")])
+
+    out = values(read_topic(kafka_bootstrap, topics["out"], expect=3, timeout_s=120, settle_s=1))
+    assert len(out) == 3, [s["text"] for s in out]
+    by_time = sorted(out, key=lambda s: s["start_s"])
+    assert [s["speaker"] for s in by_time] == ["agent", "customer", "agent"]
+    assert [s["channel"] for s in by_time] == [0, 1, 0]
+    for segment, (start, _, prompt) in zip(by_time, script, strict=True):
+        assert word_errors(PROMPTS[prompt][1], segment["text"]) < 0.3, segment["text"]
+        assert abs(segment["start_s"] - start) < 0.6
+        assert segment["end_s"] > segment["start_s"]
+        assert 0.0 < segment["confidence"] <= 1.0
+        assert segment["language"] == "en" and segment["source"] == "realtime"
+        assert segment["producer"]["name"].startswith("whisper-tiny")
+        assert segment["words"] and all(0 <= w["probability"] <= 1 for w in segment["words"])
+        assert segment["words"][0]["start_s"] >= segment["start_s"] - 0.01
+    # Published in the order the utterances ended: the agent's channel keeps its order.
+    agent = [s["start_s"] for s in out if s["speaker"] == "agent"]
+    assert agent == sorted(agent)
+
+
+def external(
+    segment_id: str, text: str, words: list[str] | None = None
+) -> ExternalTranscriptSegmentV1:
+    return ExternalTranscriptSegmentV1(
+        tenant_id="acme",
+        call_id="call-ext",
+        occurred_at=datetime.now(UTC),
+        segment_id=segment_id,
+        speaker="customer",
+        start_s=1.0,
+        end_s=4.0,
+        text=text,
+        confidence=0.9,
+        language="en-US",
+        words=[
+            ExternalWord(word=w, start_s=1.0 + i * 0.3, end_s=1.2 + i * 0.3, probability=0.9)
+            for i, w in enumerate(words or [])
+        ],
+        engine="platform-asr",
+    )
+
+
+def test_external_transcripts_are_redacted_through_kafka(
+    kafka_bootstrap: str, topics: dict[str, str], service: TranscriptionWorker
+) -> None:
+    spoken = "four one one one one one one one one one one one one one one one"
+    events = [
+        external("s1", "my card number is 4111 1111 1111 1111 thanks"),
+        external("s2", f"it is {spoken}", ["it", "is", *spoken.split()]),
+        external("s3", "the meeting is at 3 pm and costs 25 dollars"),
+    ]
+    produce_events(kafka_bootstrap, topics["external"], events)
+    out = {
+        s["segment_id"]: s
+        for s in values(read_topic(kafka_bootstrap, topics["out"], expect=3, timeout_s=60))
+    }
+    assert out["ext-s1"]["text"] == "my card number is [CARD_NUMBER] thanks"
+    assert [r["type"] for r in out["ext-s1"]["redactions"]] == ["CARD_NUMBER"]
+    assert out["ext-s2"]["text"] == "it is [CARD_NUMBER]"
+    words = [w["word"] for w in out["ext-s2"]["words"]]
+    assert words == ["it", "is", "[CARD_NUMBER]"]
+    assert out["ext-s2"]["words"][2]["end_s"] == pytest.approx(1.2 + 17 * 0.3)
+    assert out["ext-s3"]["text"] == "the meeting is at 3 pm and costs 25 dollars"
+    assert out["ext-s3"]["redactions"] == []
+    for segment in out.values():
+        assert segment["source"] == "external" and segment["speaker"] == "customer"
+        assert segment["language"] == "en"
+        assert "4111" not in json.dumps(segment) and "one one one" not in json.dumps(segment)
+
+
+def raw_call_started(call_id: str, **audio: Any) -> tuple[bytes, bytes, Any]:
+    """A call-started message whose audio block is edited after encoding (bypassing the model)."""
+    key, value, headers, _ = encode(call_started(call_id), source="test")
+    body = json.loads(value)
+    body["audio"].update(audio)
+    return key, json.dumps(body).encode(), headers
+
+
+def test_every_kind_of_bad_input_ends_in_a_dead_letter_without_payload(
+    kafka_bootstrap: str, topics: dict[str, str], service: TranscriptionWorker
+) -> None:
+    produce_raw(
+        kafka_bootstrap,
+        topics["calls"],
+        [
+            raw_call_started("call-codec", encoding="g729"),
+            raw_call_started("call-rate", sample_rate_hz=44100),
+        ],
+    )
+    produce_events(
+        kafka_bootstrap,
+        topics["calls"],
+        [call_started("call-bad", channels=1, encoding="pcm_s16le", rate=16000)],
+    )
+
+    def chunk(call_id: str, audio: bytes, channel: int = 0, sequence: int = 0) -> AudioChunkV1:
+        return AudioChunkV1(
+            tenant_id="acme",
+            call_id=call_id,
+            occurred_at=datetime.now(UTC),
+            channel=channel,
+            sequence=sequence,
+            audio=audio,
+        )
+
+    secret_text = b"my card is 4111 1111 1111 1111, cvv 123 " * 10
+    silence = b"\x00\x00" * 1600
+    produce_events(
+        kafka_bootstrap,
+        topics["audio"],
+        [
+            chunk("call-ghost", silence),  # no call-started ever: held, then dead-lettered
+            chunk("call-bad", silence, channel=1),  # a channel the call does not have
+            chunk("call-bad", secret_text),  # text, not audio
+            chunk("call-bad", b"\x01\x00" * 16000 * 3, sequence=1),  # 3 s: over the 2 s limit
+            chunk("call-bad", b"\x00" * 321, sequence=2),  # torn 16-bit sample
+        ],
+    )
+    # Bigger than the worker takes at all (200 kB).
+    _, huge, headers, _ = encode(chunk("call-bad", b"\x00\x00" * 100_000, sequence=3), source="t")
+    produce_raw(kafka_bootstrap, topics["audio"], [(b"call-bad", huge, headers)])
+    # Not even JSON.
+    produce_raw(kafka_bootstrap, topics["audio"], [(b"call-bad", b"\xff\xfe garbage", headers)])
+
+    expected = {
+        "SchemaViolation": 2,
+        "CallNotStarted": 1,
+        "UnknownChannel": 1,
+        "NotAudio": 1,
+        "OversizeChunk": 1,
+        "AudioFormatError": 1,
+        "OversizeMessage": 1,
+        "InvalidUtf8": 1,
+    }
+    dead = read_topic(
+        kafka_bootstrap, topics["dlq"], expect=sum(expected.values()), timeout_s=60, settle_s=1.0
+    )
+    classes: dict[str, int] = {}
+    for record in dead:
+        name = record.headers["dlq_error_class"].decode()
+        classes[name] = classes.get(name, 0) + 1
+        body = json.loads(record.value or b"")
+        assert body["payload_b64"] is None, "dead letters must not carry audio or text"
+        assert body["reason"] and "4111" not in body["reason"]
+        assert b"4111" not in (record.value or b"")
+    assert classes == expected
+    ghost = next(r for r in dead if r.headers["dlq_error_class"] == b"CallNotStarted")
+    assert ghost.key == b"call-ghost"
+    assert ghost.headers["dlq_original_topic"].decode() == topics["audio"]
+    # The service is still serving.
+    assert service.healthy()
+    produce_events(kafka_bootstrap, topics["external"], [external("alive", "still here")])
+    out = values(read_topic(kafka_bootstrap, topics["out"], expect=1, timeout_s=30))
+    assert [s["text"] for s in out] == ["still here"]
