@@ -64,6 +64,15 @@ class FeedbackSettings(WorkerSettings):
         description="SQLite durability: FULL survives power loss, NORMAL only a process crash",
     )
 
+    state_retention_s: float = Field(
+        default=35 * 86400.0,
+        gt=0,
+        description=(
+            "How long seen event ids and decided tasks are kept; longer than the input topics'"
+            " retention (30 days), so a replay from the start is still recognised"
+        ),
+    )
+
     @field_validator("audio_path_template")
     @classmethod
     def _known_placeholders(cls, value: str) -> str:

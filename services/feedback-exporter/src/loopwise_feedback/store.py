@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,11 +24,14 @@ from loopwise_feedback.handler import DecisionFact, OutcomeFact, TrainingRow
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_events (
     event_id TEXT PRIMARY KEY,
-    topic TEXT NOT NULL
+    topic TEXT NOT NULL,
+    seen_at REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_by_time ON seen_events (seen_at);
 CREATE TABLE IF NOT EXISTS tasks (
     tenant_id TEXT NOT NULL,
     task_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
     body TEXT NOT NULL,
     PRIMARY KEY (tenant_id, task_id)
 ) WITHOUT ROWID;
@@ -163,15 +167,17 @@ class FeedbackStore:
     def mark_seen(self, event_id: str, topic: str) -> bool:
         """Remember an event id; False if it was already seen (a redelivery)."""
         cur = self.conn.execute(
-            "INSERT OR IGNORE INTO seen_events (event_id, topic) VALUES (?, ?)", (event_id, topic)
+            "INSERT OR IGNORE INTO seen_events (event_id, topic, seen_at) VALUES (?, ?, ?)",
+            (event_id, topic, time.time()),
         )
         return cur.rowcount == 1
 
     def put_task(self, task: ReviewTaskCreatedV1) -> None:
         """Keep a task until its decision arrives (the first copy wins)."""
         self.conn.execute(
-            "INSERT OR IGNORE INTO tasks (tenant_id, task_id, body) VALUES (?, ?, ?)",
-            (task.tenant_id, task.task_id, task.model_dump_json()),
+            "INSERT OR IGNORE INTO tasks (tenant_id, task_id, created_at, body)"
+            " VALUES (?, ?, ?, ?)",
+            (task.tenant_id, task.task_id, task.occurred_at.timestamp(), task.model_dump_json()),
         )
 
     def get_task(self, tenant_id: str, task_id: str) -> ReviewTaskCreatedV1 | None:
@@ -326,3 +332,19 @@ def count_rows(conn: sqlite3.Connection) -> dict[str, int]:
 def count_pending(conn: sqlite3.Connection) -> int:
     """Decisions still waiting for their task."""
     return int(conn.execute("SELECT count(*) FROM pending_decisions").fetchone()[0])
+
+
+def prune(conn: sqlite3.Connection, retention_s: float, now: float | None = None) -> int:
+    """Forget event ids and decided tasks older than the retention; return how many went.
+
+    Safe once the retention exceeds the input topics' own: such events can no longer be
+    redelivered, and training rows and outcomes keep their own keys besides.
+    """
+    cutoff = (now if now is not None else time.time()) - retention_s
+    seen = conn.execute("DELETE FROM seen_events WHERE seen_at < ?", (cutoff,)).rowcount
+    tasks = conn.execute(
+        "DELETE FROM tasks WHERE created_at < ? AND NOT EXISTS (SELECT 1 FROM pending_decisions p"
+        " WHERE p.tenant_id = tasks.tenant_id AND p.task_id = tasks.task_id)",
+        (cutoff,),
+    ).rowcount
+    return int(seen) + int(tasks)

@@ -28,7 +28,13 @@ from loopwise_feedback.gauges import (
 )
 from loopwise_feedback.handler import decision_rows, outcome_fact
 from loopwise_feedback.quality import quality_report
-from loopwise_feedback.store import FeedbackStore, connect, count_pending, dirty_partitions
+from loopwise_feedback.store import (
+    FeedbackStore,
+    connect,
+    count_pending,
+    dirty_partitions,
+    prune,
+)
 
 log = get_logger(__name__)
 
@@ -109,6 +115,7 @@ class Publisher:
         """Publish what changed and refresh the gauges; return how many sets were rewritten."""
         with self._lock:
             changed = publish(self._conn, self.settings.root)
+            prune(self._conn, self.settings.state_retention_s)
             show_quality(quality_report(self._conn, self.settings.window_s))
             PENDING.set(count_pending(self._conn))
             return changed
