@@ -196,3 +196,21 @@ def test_significant_change_rules() -> None:
     assert not significant_change(neg, -0.5, "negative", min_segments=2, delta=0.3)
     slightly = summarise([turn(0, 0.12), turn(1, 0.12)], window=3, neutral_band=0.1)
     assert not significant_change(slightly, 0.05, "neutral", min_segments=2, delta=0.3)
+
+
+def test_the_instrumented_handler_counts_redeliveries_and_confidence() -> None:
+    from prometheus_client import REGISTRY
+
+    from loopwise_sentiment.worker import InstrumentedHandler
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    h = InstrumentedHandler(handler(MemoryStateStore()))
+    before_redelivered = sample("loopwise_sentiment_redelivered_events_total")
+    before_negative = sample("loopwise_sentiment_segment_confidence_ratio_count", label="negative")
+    event = incoming(ev.segment("call-m", 0, "This is awful and I am furious."), "m0")
+    assert h(event) == h(event)
+    assert sample("loopwise_sentiment_redelivered_events_total") == before_redelivered + 1
+    after_negative = sample("loopwise_sentiment_segment_confidence_ratio_count", label="negative")
+    assert after_negative == before_negative + 2

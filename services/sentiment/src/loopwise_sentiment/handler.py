@@ -102,6 +102,7 @@ class SentimentHandler:
         self.store = store
         self.settings = settings
         self.output_topic = output_topic
+        self.redelivered = 0
 
     def __call__(self, incoming: Incoming) -> list[Emit]:
         """Handle one event (the worker's Handler signature)."""
@@ -120,6 +121,7 @@ class SentimentHandler:
         recorded = self.store.recorded(event_id)
         if recorded is None:
             return None
+        self.redelivered += 1
         return [CallSentimentV1.model_validate_json(text) for text in recorded]
 
     def on_segment(self, segment: TranscriptSegmentV1, event_id: str) -> list[Emit]:

@@ -5,13 +5,21 @@ from __future__ import annotations
 from loopwise.events import (
     CallEndedV1,
     CallMetadataV1,
+    CallSentimentV1,
     CallStartedV1,
+    SegmentSentimentV1,
     TenantEvent,
     TranscriptSegmentV1,
 )
-from loopwise.kafka import Worker
+from loopwise.kafka import Emit, Incoming, Worker
 from loopwise_sentiment.config import SERVICE, SentimentSettings
 from loopwise_sentiment.handler import SentimentHandler
+from loopwise_sentiment.metrics import (
+    CALL_PUBLICATIONS,
+    REDELIVERED,
+    SEGMENT_CONFIDENCE,
+    init_metrics,
+)
 from loopwise_sentiment.models import SentimentModel, load_model
 from loopwise_sentiment.state import SqliteStateStore
 
@@ -19,6 +27,29 @@ ACCEPTED: dict[str, type[TenantEvent]] = {
     cls.event_type: cls for cls in (TranscriptSegmentV1, CallEndedV1, CallStartedV1, CallMetadataV1)
 }
 """Transcript segments are scored, call ends close the aggregate, the rest is ignored."""
+
+
+class InstrumentedHandler:
+    """The handler, observed: confidence per label, call publications, redeliveries."""
+
+    def __init__(self, handler: SentimentHandler) -> None:
+        self.handler = handler
+        self.model = handler.model
+        init_metrics()
+
+    def __call__(self, incoming: Incoming) -> list[Emit]:
+        """Run the handler and record what it produced."""
+        before = self.handler.redelivered
+        emits = self.handler(incoming)
+        if self.handler.redelivered > before:
+            REDELIVERED.inc()
+        for emit in emits:
+            event = emit.event
+            if isinstance(event, SegmentSentimentV1):
+                SEGMENT_CONFIDENCE.labels(event.label).observe(event.confidence)
+            elif isinstance(event, CallSentimentV1):
+                CALL_PUBLICATIONS.labels(event.reason).inc()
+        return emits
 
 
 def build_worker(
@@ -31,7 +62,7 @@ def build_worker(
     worker = Worker(
         service=SERVICE,
         settings=settings,
-        handler=handler,
+        handler=InstrumentedHandler(handler),
         output_topics=[settings.output_topic],
         accepted=ACCEPTED,
     )
