@@ -92,7 +92,11 @@ class AuditSink:
     def handle(self, incoming: Incoming) -> Iterator[Emit]:
         """Worker handler: describe the event; nothing is produced."""
         entry = describe(incoming)
-        self._buffer.setdefault((entry.tenant_id, entry.event_id), entry)
+        key = (entry.tenant_id, entry.event_id)
+        if key in self._buffer:
+            DUPLICATES_SKIPPED.inc()
+        else:
+            self._buffer[key] = entry
         return iter(())
 
     def commit(self) -> None:

@@ -1,0 +1,171 @@
+"""The audit writer on the real broker: every example event becomes one record, replay adds none."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from loopwise.events import AuditCheckpointV1, TenantEvent, encode
+from loopwise.events.examples import example_events
+from loopwise.topics import catalogue
+from loopwise_audit.checkpoints import KeyRing, load_checkpoints
+from loopwise_audit.config import AuditWorkerSettings, pipeline_topics
+from loopwise_audit.store import AuditStore
+from loopwise_audit.verify import verify_store
+from tests.support.kafka_io import produce_raw, read_topic, wait_for
+
+pytestmark = pytest.mark.kafka
+KEY = "broker-test-key-0123456789abcdef-0123"
+
+
+@pytest.fixture
+def topics(new_topic: Callable[..., str]) -> dict[str, str]:
+    """A fresh topic for each pipeline topic of the catalogue, plus checkpoints and dead letters."""
+    mapping = {name: new_topic("audit-in") for name in pipeline_topics()}
+    mapping["checkpoints"] = new_topic("audit-cp", partitions=1)
+    mapping["dlq"] = new_topic("audit-dlq", partitions=1)
+    return mapping
+
+
+def topic_of(event: TenantEvent, topics: dict[str, str]) -> str:
+    for spec in catalogue().topics:
+        if event.event_type in spec.events:
+            return topics[spec.name]
+    raise AssertionError(event.event_type)
+
+
+def settings_for(
+    bootstrap: str, topics: dict[str, str], group: str, tmp_path: Path
+) -> AuditWorkerSettings:
+    return AuditWorkerSettings(
+        kafka={"bootstrap_servers": bootstrap},  # type: ignore[arg-type]
+        group_id=group,
+        input_topics=[topics[name] for name in pipeline_topics()],
+        dead_letter_topic=topics["dlq"],
+        checkpoint_topic=topics["checkpoints"],
+        database_url=f"sqlite:///{tmp_path / 'audit.db'}",
+        checkpoint_dir=tmp_path / "checkpoints",
+        hmac_key=KEY,  # type: ignore[arg-type]
+        checkpoint_every_records=10,
+        checkpoint_every_s=0.5,
+        batch_size=20,
+        poll_timeout_s=0.2,
+        observability={"host": "127.0.0.1", "port": 0},  # type: ignore[arg-type]
+    )
+
+
+@contextmanager
+def running(settings: AuditWorkerSettings) -> Iterator[Any]:
+    from loopwise_audit.worker import AuditService
+
+    service = AuditService(settings)
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+        thread.join(60)
+        assert not thread.is_alive(), "audit writer did not stop"
+
+
+def duplicates_skipped() -> float:
+    return REGISTRY.get_sample_value("loopwise_audit_duplicates_skipped_total") or 0.0
+
+
+def count(url: str) -> int:
+    store = AuditStore(url)
+    try:
+        with store.reader() as conn:
+            return store.count(conn)
+    finally:
+        store.close()
+
+
+def test_every_event_is_recorded_once_and_replay_adds_nothing(
+    kafka_bootstrap: str,
+    topics: dict[str, str],
+    group_id: str,
+    tmp_path: Path,
+) -> None:
+    events = [
+        e
+        for tenant in ("acme", "globex")
+        for call in ("call-a", "call-b")
+        for e in example_events(call_id=call, tenant_id=tenant)
+        if not isinstance(e, AuditCheckpointV1)
+    ]
+    encoded = [(topic_of(e, topics), encode(e, source="cx-test")) for e in events]
+    by_topic: dict[str, list[Any]] = {}
+    for topic, (key, value, headers, _) in encoded:
+        by_topic.setdefault(topic, []).append((key, value, headers))
+    for topic, records in by_topic.items():
+        # Every record twice, same ids: a producer retry the writer must not record again.
+        produce_raw(kafka_bootstrap, topic, records + records)
+    calls_topic = topics[catalogue().by_label("cx.calls").name]
+    produce_raw(kafka_bootstrap, calls_topic, [(b"call-a", b"{broken", encoded[0][1][2])])
+    settings = settings_for(kafka_bootstrap, topics, group_id, tmp_path)
+    url = settings.database_url
+
+    with running(settings):
+        assert wait_for(lambda: count(url) >= len(events), 90), f"{count(url)} of {len(events)}"
+        dead = read_topic(kafka_bootstrap, topics["dlq"], expect=1)
+        published = read_topic(kafka_bootstrap, topics["checkpoints"], expect=2, timeout_s=30)
+    assert count(url) == len(events)
+
+    store = AuditStore(url)
+    try:
+        with store.reader() as conn:
+            records = {
+                r.event_id: r.facts() for t in ("acme", "globex") for r in store.records(conn, t)
+            }
+        assert set(records) == {env.id for _, (_, _, _, env) in encoded}
+        for _, (_, _, _, env) in encoded:
+            facts = records[env.id]
+            assert facts["event_type"] == env.type
+            assert facts["tenant_id"] == env.tenant_id and facts["call_id"] == env.call_id
+            for field in ("action", "outcome", "occurred_at", "recorded_at", "origin", "actor"):
+                assert facts[field], (field, facts)
+            assert facts["origin"]["topic"] in topics.values()
+            expected_actor = (
+                "user" if env.type.startswith("io.loopwise.review.decision") else ("service")
+            )
+            assert facts["actor"]["type"] == expected_actor
+        keys = KeyRing("audit-1", {"audit-1": KEY.encode()})
+        cps = load_checkpoints(tmp_path / "checkpoints")
+        report = verify_store(store, cps, keys)
+        assert report.ok, report.faults
+        assert {c.tenant_id for c in report.chains} == {"acme", "globex"}
+        assert all(c.checkpoints >= 1 for c in report.chains)
+
+        # Checkpoints on the topic are the signed heads that the files hold.
+        on_topic = [AuditCheckpointV1.model_validate_json(r.value or b"") for r in published]
+        assert {c.tenant_id for c in on_topic} == {"acme", "globex"}
+        assert all(keys.valid(c) for c in on_topic)
+        in_files = {
+            (c.checkpoint.tenant_id, c.checkpoint.sequence)
+            for v in cps.by_tenant.values()
+            for c in v
+        }
+        assert {(c.tenant_id, c.sequence) for c in on_topic} <= in_files
+
+        # The broken message was dead-lettered without its payload.
+        body = json.loads(dead[0].value or b"")
+        assert body["payload_b64"] is None and body["error_class"] == "InvalidJson"
+
+        # Replaying every topic from the start with a new group adds no record.
+        before = duplicates_skipped()
+        replay = settings.model_copy(update={"group_id": f"{group_id}-replay"})
+        with running(replay):
+            assert wait_for(lambda: duplicates_skipped() - before >= len(events) * 2, 90)
+        assert count(url) == len(events)
+        assert verify_store(store, load_checkpoints(tmp_path / "checkpoints"), keys).ok
+    finally:
+        store.close()
