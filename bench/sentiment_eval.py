@@ -30,16 +30,11 @@ from loopwise.events import Envelope, ModelRef, TranscriptSegmentV1
 from loopwise.kafka.intake import Incoming
 from loopwise_sentiment.batch import annotate_dialogue
 from loopwise_sentiment.config import AggregationSettings
+from loopwise_sentiment.evaluation import Example, cross_validate, fit_examples, review_figures
 from loopwise_sentiment.handler import SentimentHandler
 from loopwise_sentiment.models import SentimentModel
 from loopwise_sentiment.models.calibrated import CalibratedVaderModel
-from loopwise_sentiment.models.calibration import (
-    DEFAULT_CALIBRATION,
-    Calibration,
-    fit_calibration,
-    write_calibration,
-)
-from loopwise_sentiment.models.features import feature_vector, text_features
+from loopwise_sentiment.models.calibration import DEFAULT_CALIBRATION, write_calibration
 from loopwise_sentiment.models.vader import VaderModel
 from loopwise_sentiment.state import MemoryStateStore, SqliteStateStore, StateStore
 
@@ -56,22 +51,9 @@ def split_of(row: Row) -> str:
     return "test" if int(hashlib.sha256(str(row["id"]).encode()).hexdigest(), 16) % 2 else "dev"
 
 
-def review_figures(right: Sequence[bool], confidence: Sequence[float]) -> dict[str, float]:
-    """Accuracy, accuracy of the rest after 10%/20% least-confident go to people, error ratio."""
-    n = len(right)
-    order = sorted(range(n), key=lambda i: confidence[i])  # stable: ties keep input order
-    out = {"n": float(n), "accuracy": sum(right) / n}
-    for share in (0.1, 0.2):
-        k = round(share * n)
-        rest = [right[i] for i in order[k:]]
-        out[f"rest_accuracy_{int(share * 100)}"] = sum(rest) / len(rest)
-    k = round(0.2 * n)
-    low_err = 1 - sum(right[i] for i in order[:k]) / k
-    rest_err = 1 - sum(right[i] for i in order[k:]) / (n - k)
-    out["low20_error"] = low_err
-    out["rest_error"] = rest_err
-    out["error_ratio_20"] = low_err / rest_err if rest_err else float("inf")
-    return out
+def examples(rows: Sequence[Row]) -> list[Example]:
+    """Rows as labelled examples."""
+    return [Example(str(r["text"]), r["label"] == 1) for r in rows]
 
 
 def evaluate(model: SentimentModel, rows: Sequence[Row]) -> dict[str, float]:
@@ -85,30 +67,6 @@ def evaluate(model: SentimentModel, rows: Sequence[Row]) -> dict[str, float]:
     figures = review_figures(right, conf)
     figures["neutral_share"] = neutral / len(rows)
     return figures
-
-
-def fit_on(rows: Sequence[Row], version: str, note: str) -> Calibration:
-    """Fit the calibration on these rows only."""
-    x = [feature_vector(text_features(str(r["text"]))) for r in rows]
-    y = [int(r["label"] == 1) for r in rows]  # type: ignore[comparison-overlap]
-    return fit_calibration(
-        x, y, version=version, fitted_on={"data": DATA.name, "split": note, "rows": len(rows)}
-    )
-
-
-def cross_validate(rows: Sequence[Row], folds: int = 5) -> dict[str, float]:
-    """k-fold CV of the fitting procedure: each fold scored by a model fitted without it."""
-    right: list[bool] = []
-    conf: list[float] = []
-    for k in range(folds):
-        held = [r for i, r in enumerate(rows) if i % folds == k]
-        train = [r for i, r in enumerate(rows) if i % folds != k]
-        model = CalibratedVaderModel(fit_on(train, f"cv{k}", f"fold != {k}"))
-        for row in held:
-            result = model.score(str(row["text"]))
-            right.append((result.score >= 0) == (row["label"] == 1))
-            conf.append(result.confidence)
-    return review_figures(right, conf)
 
 
 def auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
@@ -209,7 +167,11 @@ def main() -> int:
     dev = [r for r in rows if split_of(r) == "dev"]
     test = [r for r in rows if split_of(r) == "test"]
     if args.write_calibration:
-        fitted = fit_on(dev, "cal-v1", "dev = sha256(id) even")
+        fitted = fit_examples(
+            examples(dev),
+            version="cal-v1",
+            fitted_on={"data": DATA.name, "split": "dev = sha256(id) even"},
+        )
         write_calibration(fitted, SHIPPED)
         print(f"wrote {SHIPPED.relative_to(ROOT)} (fitted on {len(dev)} dev rows)")
     started = time.perf_counter()
@@ -223,7 +185,7 @@ def main() -> int:
     test_figures = evaluate(calibrated, test)
     print(line("vader-calibrated (shipped), test", test_figures))
     print(f"{'':42} neutral labels on test: {test_figures['neutral_share']:.1%}")
-    print(line("vader-calibrated, 5-fold CV, all rows", cross_validate(rows)))
+    print(line("vader-calibrated, 5-fold CV, all rows", cross_validate(examples(rows))))
     for model in (vader, calibrated):
         print(star_figures(model))
     texts = [str(r["text"]) for r in rows]

@@ -113,3 +113,32 @@ def test_check_config_accepts_defaults_and_names_what_is_wrong(tmp_path: Path) -
         env={**env, "LOOPWISE_SENTIMENT_MODEL_OPTIONS": json.dumps({"calibration": str(cal)})},
     )
     assert bad_cal.returncode == 2 and f"{cal}:" in bad_cal.stderr
+
+
+def test_calibrate_fits_a_file_from_relabels_that_the_service_then_loads(tmp_path: Path) -> None:
+    data = ROOT.parent / "shared" / "data" / "sentiment" / "uci_amazon_yelp.jsonl"
+    if not data.exists():
+        pytest.skip(f"dev data not found at {data}")
+    rows = [json.loads(x) for x in data.read_text(encoding="utf-8").splitlines()[:300]]
+    relabels = tmp_path / "relabels.jsonl"
+    relabels.write_text(
+        "\n".join(
+            json.dumps({"text": r["text"], "label": r["label_name"], "segment_id": r["id"]})
+            for r in rows
+        )
+        + '\n{"text": "fine", "label": "neutral"}\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "cal.json"
+    done = cli("calibrate", str(relabels), "--out", str(out), "--version", "cal-test")
+    assert done.returncode == 0, done.stderr
+    assert "on 300 rows (1 neutral/other skipped)" in done.stdout and "5-fold CV" in done.stdout
+    scored = cli("batch", "--calibration", str(out), stdin='{"text": "This is awful."}\n')
+    assert scored.returncode == 0, scored.stderr
+    sentiment = json.loads(scored.stdout)["sentiment"]
+    assert sentiment["model"]["version"].endswith("+cal-test")
+    assert sentiment["label"] == "negative"
+    too_few = tmp_path / "few.jsonl"
+    too_few.write_text('{"text": "good", "label": "positive"}\n', encoding="utf-8")
+    refused = cli("calibrate", str(too_few), "--out", str(out), "--version", "x")
+    assert refused.returncode == 2 and "need >= 20 rows" in refused.stderr

@@ -41,6 +41,46 @@ def _batch(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from loopwise_sentiment.evaluation import Example, cross_validate, fit_examples
+    from loopwise_sentiment.models.calibration import write_calibration
+
+    truth: dict[object, bool] = {"positive": True, "negative": False, 1: True, 0: False}
+    examples: list[Example] = []
+    skipped = 0
+    with _open_input(args.input) as source:
+        for number, raw in enumerate(source, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+                text, label = row["text"], row[args.label_field]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                print(f"{args.input}:{number}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                return 2
+            if not isinstance(text, str) or label not in truth:  # neutral: not binary
+                skipped += 1
+                continue
+            examples.append(Example(text, truth[label]))
+    if len(examples) < 20 or len({e.positive for e in examples}) < 2:
+        print(f"error: need >= 20 rows of both classes, got {len(examples)}", file=sys.stderr)
+        return 2
+    fitted = fit_examples(examples, version=args.version, fitted_on={"data": Path(args.input).name})
+    write_calibration(fitted, args.out)
+    cv = cross_validate(examples, folds=args.folds)
+    print(f"fitted {args.version} on {len(examples)} rows ({skipped} neutral/other skipped)")
+    print(
+        f"{args.folds}-fold CV of this fitting: accuracy {cv['accuracy']:.1%}, rest accuracy "
+        f"{cv['rest_accuracy_10']:.1%} / {cv['rest_accuracy_20']:.1%} when the least-confident "
+        f"10% / 20% go to people, error ratio {cv['error_ratio_20']:.2f}"
+    )
+    print(f"wrote {args.out}; use it with LOOPWISE_SENTIMENT_MODEL=vader-calibrated and")
+    print(f'LOOPWISE_SENTIMENT_MODEL_OPTIONS=\'{{"calibration": "{args.out}"}}\'')
+    return 0
+
+
 def _settings() -> SentimentSettings:
     return load_settings(SentimentSettings)  # type: ignore[call-arg]
 
@@ -96,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("--window", type=int, default=3, help="turns in the rolling window")
     batch.set_defaults(func=_batch)
+    cal = sub.add_parser(
+        "calibrate", help="fit a vader-calibrated file from labelled text (e.g. reviewer relabels)"
+    )
+    cal.add_argument("input", help="JSON lines with text and a positive/negative (or 1/0) label")
+    cal.add_argument("--out", type=Path, required=True, help="calibration file to write")
+    cal.add_argument("--version", required=True, help="calibration version, e.g. cal-2026-12")
+    cal.add_argument("--label-field", default="label", help="field holding the label")
+    cal.add_argument("--folds", type=int, default=5, help="cross-validation folds to report")
+    cal.set_defaults(func=_calibrate)
     run = sub.add_parser("run", help="run the Kafka service (LOOPWISE_SENTIMENT_* settings)")
     run.set_defaults(func=_run)
     check = sub.add_parser("check-config", help="validate settings, model and state store")
