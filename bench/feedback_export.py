@@ -246,7 +246,7 @@ def main() -> None:
         conn = sqlite3.connect(root / "feedback.sqlite")
         rows = conn.execute("SELECT count(*) FROM rows").fetchone()[0]
         started = time.perf_counter()
-        sets = publish(conn, root, everything=True)
+        sets = len(publish(conn, root, everything=True))
         elapsed = time.perf_counter() - started
         size = sum(
             p.stat().st_size for p in root.rglob("*") if p.is_file() and "sqlite" not in p.name

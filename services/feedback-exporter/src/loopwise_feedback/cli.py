@@ -55,9 +55,9 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
     if not rows:
         return [f"{title}: none in window", ""]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()
     out = [title, line, "-" * len(line)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return [*out, ""]
 
 
@@ -164,7 +164,7 @@ def _publish(args: argparse.Namespace) -> int:
         written = publish(conn, root, everything=args.all)
     finally:
         conn.close()
-    print(f"rewrote {written} training set(s) under {root}")
+    print(f"rewrote {len(written)} training set(s) under {root}")
     return 0
 
 

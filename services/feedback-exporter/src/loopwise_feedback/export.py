@@ -241,8 +241,8 @@ def write_index(root: Path) -> Path:
     return index
 
 
-def publish(conn: sqlite3.Connection, root: Path, *, everything: bool = False) -> int:
-    """Rewrite the training sets changed since the last publish (or all); return how many."""
+def publish(conn: sqlite3.Connection, root: Path, *, everything: bool = False) -> list[Partition]:
+    """Rewrite the training sets changed since the last publish (or all); return them."""
     targets: list[tuple[Partition, int | None]]
     if everything:
         targets = [(p, None) for p in all_partitions(conn)]
@@ -255,4 +255,4 @@ def publish(conn: sqlite3.Connection, root: Path, *, everything: bool = False) -
     if targets or not (root / "index.json").exists():
         root.mkdir(parents=True, exist_ok=True)
         write_index(root)
-    return len(targets)
+    return [p for p, _ in targets]

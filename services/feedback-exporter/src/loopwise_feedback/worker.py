@@ -23,6 +23,7 @@ from loopwise_feedback.gauges import (
     PENDING,
     REDELIVERIES,
     ROWS_WRITTEN,
+    SETS_PUBLISHED,
     init_gauges,
     show_quality,
 )
@@ -115,10 +116,12 @@ class Publisher:
         """Publish what changed and refresh the gauges; return how many sets were rewritten."""
         with self._lock:
             changed = publish(self._conn, self.settings.root)
+            for partition in changed:
+                SETS_PUBLISHED.labels(partition.kind).inc()
             prune(self._conn, self.settings.state_retention_s)
             show_quality(quality_report(self._conn, self.settings.window_s))
             PENDING.set(count_pending(self._conn))
-            return changed
+            return len(changed)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.settings.publish_interval_s):
