@@ -74,7 +74,7 @@ _POSTGRES_GUARDS = [
     """CREATE OR REPLACE FUNCTION audit_records_append_only() RETURNS trigger
        LANGUAGE plpgsql AS $$
        BEGIN
-         RAISE EXCEPTION 'audit records are append-only: % refused', TG_OP
+         RAISE EXCEPTION 'audit records are append-only: %% refused', TG_OP
            USING ERRCODE = 'insufficient_privilege';
        END $$""",
     "DROP TRIGGER IF EXISTS audit_records_no_change ON audit_records",
