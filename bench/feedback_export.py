@@ -160,7 +160,7 @@ def sink_rate(events: list[tuple[str, TenantEvent]], root: Path, sync: str) -> d
         root=root,
         sqlite_synchronous=sync,  # type: ignore[arg-type]
     )
-    exporter = Exporter(settings)
+    exporter = Exporter.for_settings(settings)
     incoming = []
     for offset, (label, event) in enumerate(events):
         _, _, _, envelope = encode(event, source="bench")

@@ -168,6 +168,33 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build(args: argparse.Namespace) -> int:
+    from loopwise_feedback.batch import build_from_lines
+    from loopwise_feedback.export import publish
+    from loopwise_feedback.store import FeedbackStore
+    from loopwise_feedback.worker import Exporter
+
+    root: Path = args.root
+    store = FeedbackStore(root / "feedback.sqlite")
+    exporter = Exporter(store, args.audio_path_template)
+    try:
+        if args.input == "-":
+            result = build_from_lines(sys.stdin, exporter)
+        else:
+            with Path(args.input).open(encoding="utf-8") as fh:
+                result = build_from_lines(fh, exporter)
+        written = publish(store.conn, root)
+    finally:
+        store.close()
+    for number, reason in result.errors[:20]:
+        print(f"{args.input}:{number}: {reason}", file=sys.stderr)
+    print(
+        f"stored {result.stored} event(s), {result.already_seen} already seen, "
+        f"{len(result.errors)} unusable line(s); rewrote {len(written)} set(s) under {root}"
+    )
+    return 1 if result.errors else 0
+
+
 def _check_config(_: argparse.Namespace) -> int:
     settings = _settings()
     root = settings.root
@@ -215,6 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--until", type=parse_time, default=None, help="window end (default: newest event)"
     )
     report.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    build = sub.add_parser("build", help="build training sets from a dump of the input topics")
+    build.add_argument(
+        "input", help="JSON lines (CloudEvents structured or bare events), - = stdin"
+    )
+    build.add_argument("--root", type=Path, required=True, help="data root to build into")
+    build.add_argument(
+        "--audio-path-template",
+        default=FeedbackSettings.model_fields["audio_path_template"].get_default(),
+        help="audio reference of the NeMo manifest",
+    )
     pub = sub.add_parser("publish", help="rewrite training sets from the state store")
     pub.add_argument("--root", type=Path, default=None, help="data root (default: settings)")
     pub.add_argument("--all", action="store_true", help="rewrite every set, not only changed ones")
@@ -228,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": _run,
         "report": _report,
         "publish": _publish,
+        "build": _build,
         "check-config": _check_config,
     }
     try:

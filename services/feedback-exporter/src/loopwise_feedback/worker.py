@@ -59,17 +59,27 @@ def keep_payload(raw: bytes) -> bytes | None:
 class Exporter:
     """The sink: turns review tasks, decisions and outcomes into stored rows and facts."""
 
-    def __init__(self, settings: FeedbackSettings) -> None:
-        self.settings = settings
-        self.store = FeedbackStore(settings.store_path, settings.sqlite_synchronous)
+    def __init__(self, store: FeedbackStore, audio_path_template: str) -> None:
+        self.store = store
+        self.audio_path_template = audio_path_template
+
+    @classmethod
+    def for_settings(cls, settings: FeedbackSettings) -> Exporter:
+        """An exporter on the settings' store."""
+        store = FeedbackStore(settings.store_path, settings.sqlite_synchronous)
+        return cls(store, settings.audio_path_template)
 
     def handle(self, incoming: Incoming) -> Iterator[Emit]:
-        """Store what one event contributes, once per event id; emits nothing."""
-        event = incoming.event
+        """The worker's handler: store what one event contributes; emits nothing."""
+        self.apply_event(incoming.event, incoming.envelope.id, incoming.topic)
+        yield from ()
+
+    def apply_event(self, event: TenantEvent, event_id: str, topic: str) -> bool:
+        """Store what one event contributes, once per event id; False for a redelivery."""
         with self.store.event():
-            if not self.store.mark_seen(incoming.envelope.id, incoming.topic):
-                REDELIVERIES.labels(incoming.topic).inc()
-                return
+            if not self.store.mark_seen(event_id, topic):
+                REDELIVERIES.labels(topic).inc()
+                return False
             if isinstance(event, ReviewTaskCreatedV1):
                 self.store.put_task(event)
                 for pending in self.store.take_pending(event.tenant_id, event.task_id):
@@ -77,18 +87,16 @@ class Exporter:
             elif isinstance(event, ReviewDecisionV1):
                 task = self.store.get_task(event.tenant_id, event.task_id)
                 if task is None:
-                    self.store.put_pending(incoming.envelope.id, event)
+                    self.store.put_pending(event_id, event)
                     log.info("decision_waits_for_task", task_id=event.task_id)
                 else:
-                    self._apply(task, event, incoming.envelope.id)
+                    self._apply(task, event, event_id)
             elif isinstance(event, ReleasedOutcomeV1):
                 self.store.put_outcome(outcome_fact(event))
-        yield from ()
+        return True
 
     def _apply(self, task: ReviewTaskCreatedV1, decision: ReviewDecisionV1, event_id: str) -> None:
-        made = decision_rows(
-            task, decision, event_id, audio_path_template=self.settings.audio_path_template
-        )
+        made = decision_rows(task, decision, event_id, audio_path_template=self.audio_path_template)
         for reason in made.skipped:
             log.warning("decision_item_skipped", reason=reason, decision_id=decision.decision_id)
         self.store.add_rows(made.rows)
@@ -153,7 +161,7 @@ class Publisher:
 def build_worker(settings: FeedbackSettings) -> tuple[Worker, Exporter]:
     """The worker and its sink for these settings."""
     init_gauges()
-    exporter = Exporter(settings)
+    exporter = Exporter.for_settings(settings)
     worker = Worker(
         service=SERVICE,
         settings=settings,
