@@ -68,3 +68,34 @@ def test_prune_forgets_old_ids_and_decided_tasks_only(tmp_path: Path, fb: Module
     assert store.get_task("acme", old.task.task_id) is None
     assert store.get_task("acme", waiting.task.task_id) is not None
     store.close()
+
+
+def test_a_store_failure_retries_the_batch_instead_of_dead_lettering(
+    tmp_path: Path, fb: ModuleType
+) -> None:
+    from loopwise.events import encode
+    from loopwise.kafka.intake import Incoming
+    from loopwise_feedback.worker import Exporter
+
+    path = tmp_path / "feedback.sqlite"
+    exporter = Exporter(FeedbackStore(path), "x.wav")
+    exporter.store.conn.execute("PRAGMA busy_timeout=50")
+    case = fb.make_case(1, [fb.Seg("a b", "a c")])
+    incoming = [
+        Incoming(encode(e, source="t")[3], e, "t", 0, i)
+        for i, e in enumerate([case.task, case.decision])
+    ]
+    blocker = sqlite3.connect(path)
+    blocker.execute("BEGIN EXCLUSIVE")
+    for item in incoming:
+        assert list(exporter.handle(item)) == []  # no exception: not a bad event
+    with pytest.raises(sqlite3.OperationalError):
+        exporter.before_commit()  # the worker rewinds the batch
+    blocker.rollback()
+    blocker.close()
+    for item in incoming:  # the redelivered batch
+        list(exporter.handle(item))
+    exporter.before_commit()
+    assert _count(path, "seen_events") == 2
+    assert _count(path, "rows") == 2  # one ASR row, one Label Studio task
+    exporter.store.close()

@@ -162,6 +162,12 @@ class FeedbackStore:
                 self.conn.execute("ROLLBACK")
             raise
 
+    def rollback(self) -> None:
+        """Undo the batch in hand."""
+        self._savepoints = 0
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
     # -- writes ----------------------------------------------------------------------------
 
     def mark_seen(self, event_id: str, topic: str) -> bool:

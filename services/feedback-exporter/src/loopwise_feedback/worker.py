@@ -62,6 +62,7 @@ class Exporter:
     def __init__(self, store: FeedbackStore, audio_path_template: str) -> None:
         self.store = store
         self.audio_path_template = audio_path_template
+        self._store_error: sqlite3.OperationalError | None = None
 
     @classmethod
     def for_settings(cls, settings: FeedbackSettings) -> Exporter:
@@ -71,7 +72,14 @@ class Exporter:
 
     def handle(self, incoming: Incoming) -> Iterator[Emit]:
         """The worker's handler: store what one event contributes; emits nothing."""
-        self.apply_event(incoming.event, incoming.envelope.id, incoming.topic)
+        if self._store_error is None:
+            try:
+                self.apply_event(incoming.event, incoming.envelope.id, incoming.topic)
+            except sqlite3.OperationalError as exc:
+                # The store failed (locked, disk full), not the event: the whole batch is
+                # rewound and retried instead of dead-lettering good input.
+                log.error("store_failed", error=str(exc))
+                self._store_error = exc
         yield from ()
 
     def apply_event(self, event: TenantEvent, event_id: str, topic: str) -> bool:
@@ -106,7 +114,11 @@ class Exporter:
             ROWS_WRITTEN.labels(row.kind).inc()
 
     def before_commit(self) -> None:
-        """Commit the batch's writes before its offsets are stored."""
+        """Commit the batch's writes before its offsets are stored; raise to have it retried."""
+        failed, self._store_error = self._store_error, None
+        if failed is not None:
+            self.store.rollback()
+            raise failed
         self.store.commit()
 
 
