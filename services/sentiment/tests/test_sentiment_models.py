@@ -122,3 +122,18 @@ def test_a_broken_calibration_file_names_file_and_line(tmp_path: Path) -> None:
     path.write_text(short.model_dump_json(indent=2), encoding="utf-8")
     with pytest.raises(ConfigFileError, match="weights has"):
         CalibratedVaderModel(path)
+
+
+def test_other_languages_get_low_confidence(model: SentimentModel) -> None:
+    text = "This is terrible, I am furious and very disappointed."
+    english = model.score(text, language="en-GB")
+    german = model.score(text, language="de")
+    assert english.confidence >= 0.85
+    assert german.confidence <= 0.25 * english.confidence + 1e-3
+    assert "unsupported_language" in {s.name for s in german.signals}
+
+
+def test_redaction_tokens_carry_no_sentiment(model: SentimentModel) -> None:
+    plain = model.score("my card is and I am really unhappy")
+    redacted = model.score("my card is [CARD_NUMBER] and I am really unhappy")
+    assert redacted == plain

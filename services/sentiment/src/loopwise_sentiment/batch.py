@@ -50,9 +50,16 @@ def _asr(value: Any) -> float | None:
     return number if number is not None and 0.0 <= number <= 1.0 else None
 
 
+def _lang(obj: dict[str, Any]) -> str | None:
+    value = obj.get("language")
+    return value if isinstance(value, str) else None
+
+
 def annotate_segment(model: SentimentModel, line: dict[str, Any]) -> dict[str, Any]:
     """A segment line with its sentiment."""
-    result = model.score(line["text"], asr_confidence=_asr(line.get("confidence")))
+    result = model.score(
+        line["text"], asr_confidence=_asr(line.get("confidence")), language=_lang(line)
+    )
     return {**line, "sentiment": sentiment_object(model, result)}
 
 
@@ -66,7 +73,11 @@ def annotate_dialogue(
         if not isinstance(turn, dict) or not isinstance(turn.get("text"), str):
             turns_out.append(turn)
             continue
-        result = model.score(turn["text"], asr_confidence=_asr(turn.get("confidence")))
+        result = model.score(
+            turn["text"],
+            asr_confidence=_asr(turn.get("confidence")),
+            language=_lang(turn) or _lang(line),
+        )
         turns_out.append({**turn, "sentiment": sentiment_object(model, result)})
         if turn.get("speaker") in settings.speakers:
             start = _number(turn.get("start"))

@@ -40,7 +40,7 @@ def score_segment(
     model: SentimentModel, segment: TranscriptSegmentV1, event_id: str
 ) -> SegmentSentimentV1:
     """Sentiment of one segment; deterministic, so a redelivery yields the same event."""
-    result = model.score(segment.text, asr_confidence=segment.confidence)
+    result = model.score(segment.text, asr_confidence=segment.confidence, language=segment.language)
     return SegmentSentimentV1(
         tenant_id=segment.tenant_id,
         call_id=segment.call_id,

@@ -46,8 +46,10 @@ class SentimentModel(Protocol):
     name: str
     version: str
 
-    def score(self, text: str, *, asr_confidence: float | None = None) -> SentimentResult:
-        """Score one text; `asr_confidence` is the transcript's confidence when known."""
+    def score(
+        self, text: str, *, asr_confidence: float | None = None, language: str | None = None
+    ) -> SentimentResult:
+        """Score one text; ASR confidence and language (ISO 639-1) when known."""
         ...
 
 
@@ -96,6 +98,17 @@ def label_of(score: float, neutral_band: float) -> Label:
     if score <= -neutral_band:
         return "negative"
     return "neutral"
+
+
+UNSUPPORTED_LANGUAGE_FACTOR = 0.25
+
+
+def language_factor(language: str | None, supported: tuple[str, ...] = ("en",)) -> float:
+    """How far to trust a lexicon model on text of this language (1 when unknown or supported)."""
+    if not language:
+        return 1.0
+    base = language.lower().replace("_", "-").split("-", 1)[0]
+    return 1.0 if base in supported else UNSUPPORTED_LANGUAGE_FACTOR
 
 
 def asr_factor(asr_confidence: float | None, trusted_at: float = 0.85) -> float:

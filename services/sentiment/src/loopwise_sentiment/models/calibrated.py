@@ -15,7 +15,7 @@ from __future__ import annotations
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-from loopwise_sentiment.models import Label, SentimentResult, Signal, asr_factor
+from loopwise_sentiment.models import Label, SentimentResult, Signal, asr_factor, language_factor
 from loopwise_sentiment.models.calibration import Calibration, load_calibration
 from loopwise_sentiment.models.features import TextFeatures, feature_vector, text_features
 
@@ -56,7 +56,9 @@ class CalibratedVaderModel:
         )
         self.version = f"{package_version('vadersentiment')}+{self.calibration.version}"
 
-    def score(self, text: str, *, asr_confidence: float | None = None) -> SentimentResult:
+    def score(
+        self, text: str, *, asr_confidence: float | None = None, language: str | None = None
+    ) -> SentimentResult:
         """Score one text; doubt it where the calibration data cannot vouch for it."""
         f = text_features(text)
         p = self.calibration.probability(feature_vector(f))
@@ -81,6 +83,10 @@ class CalibratedVaderModel:
         if asr < 1.0:
             signals.append(Signal("low_asr_confidence", round(confidence * (asr - 1.0), 4)))
             confidence *= asr
+        lang = language_factor(language)
+        if lang < 1.0:
+            signals.append(Signal("unsupported_language", round(confidence * (lang - 1.0), 4)))
+            confidence *= lang
         return SentimentResult(
             label=label,
             score=round(max(-1.0, min(1.0, score)), 4),

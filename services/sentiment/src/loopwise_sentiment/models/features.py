@@ -21,6 +21,7 @@ from vaderSentiment.vaderSentiment import (  # type: ignore[import-untyped]
     SentimentIntensityAnalyzer,
 )
 
+_REDACTION_TOKEN = re.compile(r"\[[A-Z][A-Z0-9_]*\]")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _NEGATIONS = frozenset(NEGATE) | {"no", "nothing", "nobody", "none", "nowhere", "without"}
 _CONTRASTS = frozenset({"but", "however", "although", "though", "yet", "except", "unfortunately"})
@@ -84,7 +85,8 @@ class TextFeatures:
 
 
 def text_features(text: str) -> TextFeatures:
-    """Measure one text."""
+    """Measure one text (redaction tokens such as [CARD_NUMBER] carry no sentiment)."""
+    text = _REDACTION_TOKEN.sub(" ", text)
     scores = analyzer().polarity_scores(text)
     lowered = text.lower()
     words = _WORD.findall(lowered)

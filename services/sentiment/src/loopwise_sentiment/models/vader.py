@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import version as package_version
 
-from loopwise_sentiment.models import SentimentResult, Signal, asr_factor, label_of
+from loopwise_sentiment.models import SentimentResult, Signal, asr_factor, label_of, language_factor
 from loopwise_sentiment.models.features import TextFeatures, text_features
 
 RULES_VERSION = "r1"
@@ -52,7 +52,9 @@ class VaderModel:
         self.neutral_band = neutral_band
         self.version = f"{package_version('vadersentiment')}+{RULES_VERSION}"
 
-    def score(self, text: str, *, asr_confidence: float | None = None) -> SentimentResult:
+    def score(
+        self, text: str, *, asr_confidence: float | None = None, language: str | None = None
+    ) -> SentimentResult:
         """Score one text with VADER and doubt it where VADER is known to fail."""
         f = text_features(text)
         score = f.compound
@@ -61,6 +63,9 @@ class VaderModel:
         asr = asr_factor(asr_confidence)
         if asr < 1.0:
             cuts.append(Signal("low_asr_confidence", asr - 1.0))
+        lang = language_factor(language)
+        if lang < 1.0:
+            cuts.append(Signal("unsupported_language", lang - 1.0))
         confidence = apply_cuts(0.5 + 0.5 * strength, cuts)
         signals = (Signal("vader_compound", round(score, 4)), *cuts)
         return SentimentResult(
