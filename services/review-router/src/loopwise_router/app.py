@@ -122,7 +122,12 @@ class RouterApp:
 def build_app(settings: RouterSettings) -> RouterApp:
     """Build the router app; a broken policy file raises ConfigFileError before anything starts."""
     holder = PolicyHolder(settings.policy_path)
-    app = create_app(SERVICE, settings)
+    app = create_app(
+        SERVICE,
+        settings,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+    )
     outputs = OutputTopics(settings.routing_topic, settings.tasks_topic, settings.outcomes_topic)
     router = Router(
         holder,

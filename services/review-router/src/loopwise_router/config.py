@@ -64,3 +64,11 @@ class RouterSettings(StreamSettings):
         ge=0,
         description="Keep a finished call's state this long (late decisions)",
     )
+    session_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Kafka group session timeout: how soon a dead worker's partitions move",
+    )
+    heartbeat_interval_s: float = Field(
+        default=3.0, gt=0, description="Kafka group heartbeat interval (under a third of the above)"
+    )
