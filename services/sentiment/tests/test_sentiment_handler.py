@@ -171,7 +171,8 @@ def test_sqlite_forgets_the_oldest_ended_calls(tmp_path: Path) -> None:
         h(incoming(ev.segment(f"k{c}", 0, "awful"), f"k{c}-0"))
         h(incoming(ev.ended(f"k{c}"), f"k{c}-end"))
     assert store.call_count() == 2
-    assert store.load("k0") is None and store.load("k3") is not None
+    assert store.load("acme", "k0") is None and store.load("acme", "k3") is not None
+    assert store.load("other-tenant", "k3") is None
     assert store.recorded("k0-0") is None
 
 

@@ -132,7 +132,9 @@ class SentimentHandler:
         replayed = self._replayed(event_id)
         if replayed is not None:  # redelivery: already counted; send the same outputs again
             return self._emit([scored, *replayed])
-        state = self.store.load(segment.call_id) or CallState(segment.tenant_id, segment.call_id)
+        state = self.store.load(segment.tenant_id, segment.call_id) or CallState(
+            segment.tenant_id, segment.call_id
+        )
         state = state.with_turn(
             ScoredTurn(
                 segment_id=segment.segment_id,
@@ -183,7 +185,9 @@ class SentimentHandler:
         replayed = self._replayed(event_id)
         if replayed is not None:
             return self._emit(replayed)
-        state = self.store.load(ended.call_id) or CallState(ended.tenant_id, ended.call_id)
+        state = self.store.load(ended.tenant_id, ended.call_id) or CallState(
+            ended.tenant_id, ended.call_id
+        )
         state = replace(state, ended=True, ended_event_id=event_id)
         final = call_sentiment(
             self.model,

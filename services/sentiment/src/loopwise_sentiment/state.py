@@ -28,6 +28,11 @@ from loopwise_sentiment.models import Label
 from loopwise_sentiment.rolling import ScoredTurn
 
 
+def call_key(tenant_id: str, call_id: str) -> str:
+    """The store key of a tenant's call."""
+    return f"{tenant_id}/{call_id}"
+
+
 @dataclass(frozen=True)
 class CallState:
     """What the service remembers about one call."""
@@ -39,6 +44,11 @@ class CallState:
     ended_event_id: str | None = None
     last_published: float | None = None
     last_label: Label | None = None
+
+    @property
+    def key(self) -> str:
+        """Store key: tenant and call ('/' cannot occur in identifiers)."""
+        return call_key(self.tenant_id, self.call_id)
 
     def with_turn(self, turn: ScoredTurn) -> CallState:
         """This state with a turn added, replacing an earlier version of the same segment."""
@@ -64,8 +74,8 @@ class StateStore(Protocol):
         """The outputs (JSON) recorded when this event was applied, or None if it never was."""
         ...
 
-    def load(self, call_id: str) -> CallState | None:
-        """The state of a call, if any."""
+    def load(self, tenant_id: str, call_id: str) -> CallState | None:
+        """The state of a tenant's call, if any."""
         ...
 
     def save(self, state: CallState, event_id: str, outputs: list[str]) -> None:
@@ -84,30 +94,30 @@ class MemoryStateStore:
         """See StateStore."""
         return self.applied.get(event_id)
 
-    def load(self, call_id: str) -> CallState | None:
+    def load(self, tenant_id: str, call_id: str) -> CallState | None:
         """See StateStore."""
-        return self.calls.get(call_id)
+        return self.calls.get(call_key(tenant_id, call_id))
 
     def save(self, state: CallState, event_id: str, outputs: list[str]) -> None:
         """See StateStore."""
-        self.calls[state.call_id] = state
+        self.calls[state.key] = state
         self.applied[event_id] = list(outputs)
 
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
-    call_id TEXT PRIMARY KEY,
+    call_key TEXT PRIMARY KEY,
     state TEXT NOT NULL,
     ended INTEGER NOT NULL DEFAULT 0,
     updated_seq INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS applied (
     event_id TEXT PRIMARY KEY,
-    call_id TEXT NOT NULL,
+    call_key TEXT NOT NULL,
     outputs TEXT NOT NULL,
     seq INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS applied_call ON applied (call_id);
+CREATE INDEX IF NOT EXISTS applied_call ON applied (call_key);
 """
 
 
@@ -135,11 +145,11 @@ class SqliteStateStore:
             ).fetchone()
         return None if row is None else list(json.loads(row[0]))
 
-    def load(self, call_id: str) -> CallState | None:
+    def load(self, tenant_id: str, call_id: str) -> CallState | None:
         """See StateStore."""
         with self._lock:
             row = self._db.execute(
-                "SELECT state FROM calls WHERE call_id = ?", (call_id,)
+                "SELECT state FROM calls WHERE call_key = ?", (call_key(tenant_id, call_id),)
             ).fetchone()
         return None if row is None else CallState.from_json(row[0])
 
@@ -151,15 +161,15 @@ class SqliteStateStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute(
-                    "INSERT INTO calls (call_id, state, ended, updated_seq) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(call_id) DO UPDATE SET state = excluded.state, "
+                    "INSERT INTO calls (call_key, state, ended, updated_seq) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(call_key) DO UPDATE SET state = excluded.state, "
                     "ended = excluded.ended, updated_seq = excluded.updated_seq",
-                    (state.call_id, state.to_json(), int(state.ended), self._seq),
+                    (state.key, state.to_json(), int(state.ended), self._seq),
                 )
                 db.execute(
-                    "INSERT OR REPLACE INTO applied (event_id, call_id, outputs, seq) "
+                    "INSERT OR REPLACE INTO applied (event_id, call_key, outputs, seq) "
                     "VALUES (?, ?, ?, ?)",
-                    (event_id, state.call_id, json.dumps(outputs), self._seq),
+                    (event_id, state.key, json.dumps(outputs), self._seq),
                 )
                 if state.ended:
                     self._forget_old_ended()
@@ -170,12 +180,13 @@ class SqliteStateStore:
 
     def _forget_old_ended(self) -> None:
         old = self._db.execute(
-            "SELECT call_id FROM calls WHERE ended = 1 ORDER BY updated_seq DESC LIMIT -1 OFFSET ?",
+            "SELECT call_key FROM calls WHERE ended = 1 "
+            "ORDER BY updated_seq DESC LIMIT -1 OFFSET ?",
             (self.retain_ended_calls,),
         ).fetchall()
-        for (call_id,) in old:
-            self._db.execute("DELETE FROM applied WHERE call_id = ?", (call_id,))
-            self._db.execute("DELETE FROM calls WHERE call_id = ?", (call_id,))
+        for (key,) in old:
+            self._db.execute("DELETE FROM applied WHERE call_key = ?", (key,))
+            self._db.execute("DELETE FROM calls WHERE call_key = ?", (key,))
 
     def call_count(self) -> int:
         """Calls held (open and recently ended)."""
