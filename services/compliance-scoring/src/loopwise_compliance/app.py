@@ -34,11 +34,16 @@ ACCEPTED: dict[str, type[TenantEvent]] = {
     for model in (TranscriptSegmentV1, CallStartedV1, CallEndedV1, CallMetadataV1)
 }
 STATE_TABLE = "call-state"
+FAUST_LOG_LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error"}
 
 
 def build_app(settings: ComplianceSettings, packs: PackIndex, **overrides: Any) -> faust.App:
     """The Faust app with its call-state table and one agent over calls and transcripts."""
-    app = create_app(SERVICE, settings, **overrides)
+    timeouts = {
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": settings.session_timeout_s / 6,
+    }
+    app = create_app(SERVICE, settings, **{**timeouts, **overrides})
     runtime = StreamRuntime(
         app,
         service=SERVICE,
@@ -52,8 +57,8 @@ def build_app(settings: ComplianceSettings, packs: PackIndex, **overrides: Any) 
         STATE_TABLE,
         default=None,
         partitions=settings.topic_partitions,
-        key_serializer="json",
-        value_serializer="json",
+        # JSON keys come back from the changelog as the same str call ids they were written as.
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
         help="Per-call compliance rule state (disclosures, verification, decided result)",
     )
     channel = app.topic(
@@ -93,5 +98,6 @@ def run(settings: ComplianceSettings, packs: PackIndex) -> None:
         tenants=sorted(packs.tenants),
     )
     # Faust's own command line starts the worker; it reads argv, so give it only its own.
-    sys.argv = [sys.argv[0], "worker", "--loglevel", settings.observability.log_level.lower()]
+    level = FAUST_LOG_LEVELS[settings.observability.log_level]
+    sys.argv = [sys.argv[0], "worker", "--loglevel", level]
     app.main()

@@ -40,6 +40,12 @@ class ComplianceSettings(StreamSettings):
         min_length=1,
         description="Redacted transcript segments",
     )
+    session_timeout_s: float = Field(
+        default=60.0,
+        ge=6.0,
+        le=600.0,
+        description="Consumer session timeout: how soon a crashed instance's calls move on",
+    )
     output_topic: str = Field(
         default_factory=lambda: topic("cx.compliance"),
         min_length=1,
