@@ -169,3 +169,44 @@ def test_every_event_is_recorded_once_and_replay_adds_nothing(
         assert verify_store(store, load_checkpoints(tmp_path / "checkpoints"), keys).ok
     finally:
         store.close()
+
+
+def test_failed_commit_rewinds_the_batch_and_loses_nothing(
+    kafka_bootstrap: str,
+    topics: dict[str, str],
+    group_id: str,
+    tmp_path: Path,
+) -> None:
+    from loopwise_audit.worker import AuditService
+
+    events = [e for e in example_events(call_id="call-r") if not isinstance(e, AuditCheckpointV1)]
+    for event in events:
+        key, value, headers, _ = encode(event, source="cx-test")
+        produce_raw(kafka_bootstrap, topic_of(event, topics), [(key, value, headers)])
+    settings = settings_for(kafka_bootstrap, topics, group_id, tmp_path)
+    service = AuditService(settings)
+    real_append = service.store.append
+    failures = []
+
+    def failing_once(entries: Any, **kw: Any) -> Any:
+        if not failures:
+            failures.append(len(entries))
+            raise OSError("disk went away")  # the database refused the batch
+        return real_append(entries, **kw)
+
+    service.store.append = failing_once  # type: ignore[method-assign]
+    retries = (
+        REGISTRY.get_sample_value("loopwise_batch_retries_total", {"service": "audit-writer"})
+        or 0.0
+    )
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: count(settings.database_url) >= len(events), 60)
+    finally:
+        service.stop()
+        thread.join(60)
+    assert failures, "the injected failure never happened"
+    assert count(settings.database_url) == len(events)
+    after = REGISTRY.get_sample_value("loopwise_batch_retries_total", {"service": "audit-writer"})
+    assert after is not None and after > retries

@@ -310,7 +310,8 @@ class AuditStore:
             query = query.where(col.recorded_at < until)
         if call_id is not None:
             query = query.where(col.call_id == call_id)
-        result = conn.execute(query.order_by(col.seq, col.id))
+        # Streamed (a server-side cursor in PostgreSQL): a chain never has to fit in memory.
+        result = conn.execute(query.order_by(col.seq, col.id).execution_options(yield_per=5000))
         for row in result:
             yield StoredRecord(*row)
 
