@@ -51,7 +51,7 @@ ANGRY_CALL = [
     ("agent", "Thank you for calling, how can I help you today?"),
     ("customer", "Hi, I have a question about my bill."),
     ("agent", "Sure, let me pull up your account."),
-    ("customer", "I was charged twice this month and nobody has fixed it."),
+    ("customer", "My card is [CARD_NUMBER], I was charged twice and nobody has fixed it."),
     ("customer", "This is ridiculous, I am furious and I want a refund now!"),
     ("agent", "I am sorry about that, let me check."),
     ("customer", "Oh great, another hour on hold. Terrible service, absolutely awful."),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import Literal
 
 from loopwise.events import (
     CallEndedV1,
@@ -61,7 +62,7 @@ def call_sentiment(
     state: CallState,
     settings: AggregationSettings,
     *,
-    reason: str,
+    reason: Literal["call_ended", "significant_change"],
     occurred_at: datetime,
     extra_derived: Sequence[str] = (),
 ) -> CallSentimentV1:
@@ -75,7 +76,7 @@ def call_sentiment(
         occurred_at=occurred_at,
         producer=model_ref(model),
         derived_from=derived,
-        reason="call_ended" if reason == "call_ended" else "significant_change",
+        reason=reason,
         segments_scored=summary.segments_scored,
         current=summary.current,
         final=summary.current if reason == "call_ended" else None,
