@@ -39,6 +39,8 @@ from loopwise_compliance.rules import (
 )
 
 _TOKEN_TYPE = re.compile(r"\[([A-Z][A-Z0-9_]*)\]")
+# Tokens loopwise.redaction writes whose name differs from the redaction type.
+_TOKEN_ALIASES = {"EXPIRY": "CARD_EXPIRY", "SSN": "US_SSN", "REDACTED": "OTHER_PII"}
 MAX_EXCERPT = 300
 
 
@@ -186,8 +188,9 @@ def _redaction_finding(
         covered = [(s.start, s.end) for s in segment.redactions]
         for hit in _TOKEN_TYPE.finditer(segment.text):
             inside = any(a <= hit.start() < b for a, b in covered)
-            if hit.group(1) in wanted and not inside:
-                spans.append((hit.start(), hit.end(), hit.group(1), 1.0))
+            kind = _TOKEN_ALIASES.get(hit.group(1), hit.group(1))
+            if kind in wanted and not inside:
+                spans.append((hit.start(), hit.end(), kind, 1.0))
     if not spans:
         return None
     spans.sort()

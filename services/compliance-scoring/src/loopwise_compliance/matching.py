@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 _APOSTROPHE = "\u2019"  # typographic apostrophe, as some ASR engines write it
 _TOKEN = re.compile(r"\[[A-Z][A-Z0-9_]*\]|[A-Za-z0-9]+(?:['\u2019][A-Za-z]+)*")
@@ -74,6 +74,23 @@ class NormWord:
     end: int
 
 
+class Words(list[NormWord]):
+    """Normalised words of one text, with their joined windows cached per window size."""
+
+    def __init__(self, words: Iterable[NormWord] = ()) -> None:
+        super().__init__(words)
+        self._windows: dict[int, list[str]] = {}
+
+    def windows(self, size: int) -> list[str]:
+        """Every run of `size` consecutive words, space-joined, in order."""
+        if size not in self._windows:
+            texts = [w.text for w in self]
+            self._windows[size] = [
+                " ".join(texts[i : i + size]) for i in range(len(texts) - size + 1)
+            ]
+        return self._windows[size]
+
+
 def _expand(token: str) -> tuple[str, ...]:
     word = token.lower().replace(_APOSTROPHE, "'")
     if word in _CONTRACTIONS:
@@ -86,9 +103,9 @@ def _expand(token: str) -> tuple[str, ...]:
     return (word.replace("'", ""),)
 
 
-def normalise(text: str) -> list[NormWord]:
+def normalise(text: str) -> Words:
     """Split text into normalised words, each with its span in `text`."""
-    words: list[NormWord] = []
+    words = Words()
     for match in _TOKEN.finditer(text):
         token = match.group(0)
         if token.startswith("["):
@@ -179,27 +196,31 @@ def find_phrase(
     target = phrase.split()
     if not target or not words:
         return None
+    text = words if isinstance(words, Words) else Words(words)
     k = len(target)
-    exact_only = not options.fuzzy or len(phrase) < options.min_fuzzy_chars
-    best: PhraseMatch | None = None
-    sizes = (k,) if exact_only else tuple(n for n in (k, k - 1, k + 1) if n >= 1)
-    for size in sizes:
-        for i in range(0, len(words) - size + 1):
-            window = words[i : i + size]
-            candidate = " ".join(w.text for w in window)
-            if exact_only:
-                similarity = 100.0 if candidate == phrase else 0.0
-            else:
-                similarity = fuzz.ratio(candidate, phrase, score_cutoff=options.threshold)
-                if similarity and not words_align(target, [w.text for w in window], options):
-                    similarity = 0.0
-            if similarity >= (100.0 if exact_only else options.threshold) and (
-                best is None or similarity > best.similarity
-            ):
-                best = PhraseMatch(phrase, window[0].start, window[-1].end, similarity)
-                if similarity == 100.0:
-                    return best
-    return best
+    if not options.fuzzy or len(phrase) < options.min_fuzzy_chars:
+        windows = text.windows(k)
+        if phrase not in windows:
+            return None
+        i = windows.index(phrase)
+        return PhraseMatch(phrase, text[i].start, text[i + k - 1].end, 100.0)
+    # Score every window in one C call per size, then check word alignment best-first.
+    candidates: list[tuple[float, int, int, int]] = []
+    for order, size in enumerate(n for n in (k, k - 1, k + 1) if n >= 1):
+        hits = process.extract(
+            phrase,
+            text.windows(size),
+            scorer=fuzz.ratio,
+            score_cutoff=options.threshold,
+            limit=None,
+        )
+        candidates.extend((float(score), order, index, size) for _, score, index in hits)
+    candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
+    for similarity, _, i, size in candidates:
+        window = text[i : i + size]
+        if similarity == 100.0 or words_align(target, [w.text for w in window], options):
+            return PhraseMatch(phrase, window[0].start, window[-1].end, similarity)
+    return None
 
 
 def find_any(
