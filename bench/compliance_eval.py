@@ -10,6 +10,9 @@ Run from the repository root: `uv run python bench/compliance_eval.py [--packs P
    it the way recognisers do (a letter substituted in one word, a dropped
    apostrophe, a filler word, a word split in two), and prints how many each
    rule still finds with fuzzy matching on and off.
+3. With `--stream` (and KAFKA_BOOTSTRAP_SERVERS set): runs `loopwise-compliance run`
+   on fresh topics of that broker, sends N calls and measures how fast the Faust
+   service turns segments into compliance events.
 PII/PCI precision and recall per entity type are measured by bench/redaction_eval.py.
 """
 
@@ -85,6 +88,16 @@ def report(title: str, scored: list[dict[str, Any]]) -> None:
             category_of[f["rule_id"]] = f["category"]
             severity_of[f["rule_id"]] = f["severity"]
     label_of = {d["id"]: bool(d[LABEL]) for d in scored}
+    near = [
+        (f["rule_id"], f["evidence"]["text"], turn["text"][:80])
+        for d in scored
+        for turn in d["turns"]
+        for f in turn["findings"]
+        if f["score"] < 1.0 and f.get("matched_phrase", "").find("[") < 0
+    ]
+    print(f"segment findings that only a near (fuzzy) match made: {len(near)}")
+    for rule, evidence, text in near:
+        print(f"  {rule}: {evidence!r} in {text!r}")
     print(
         f"\n| rule | category | severity | findings | dialogues | of them {LABEL} "
         "| share of labelled | share of unlabelled |"
@@ -186,10 +199,171 @@ def noise_experiment(pack: RulePack, seed: int) -> None:
     print(f"| all | {n} | " + " | ".join(f"{c / n:.0%}" for c in totals[:4]) + " |")
 
 
+def stream_bench(packs: Path, calls: int, per_call: int) -> None:
+    """Throughput of the Faust service on a real broker (startup excluded)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+    import uuid
+    from datetime import UTC, datetime
+
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from loopwise.events import (
+        CallEndedV1,
+        CallStartedV1,
+        ChannelSpec,
+        ModelRef,
+        TranscriptSegmentV1,
+        encode,
+    )
+
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        print("\nskipped the stream part: KAFKA_BOOTSTRAP_SERVERS is not set")
+        return
+    tag = uuid.uuid4().hex[:8]
+    names = {n: f"bench.compliance.{n}.{tag}" for n in ("calls", "tx", "out", "dlq")}
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics(
+        [NewTopic(t, num_partitions=3, replication_factor=1) for t in names.values()]
+    ).values():
+        future.result(30)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "LOOPWISE_COMPLIANCE_APP_ID": f"bench-compliance-{tag}",
+        "LOOPWISE_COMPLIANCE_CALLS_TOPIC": names["calls"],
+        "LOOPWISE_COMPLIANCE_TRANSCRIPTS_TOPIC": names["tx"],
+        "LOOPWISE_COMPLIANCE_OUTPUT_TOPIC": names["out"],
+        "LOOPWISE_COMPLIANCE_DEAD_LETTER_TOPIC": names["dlq"],
+        "LOOPWISE_COMPLIANCE_TOPIC_PARTITIONS": "3",
+        "LOOPWISE_COMPLIANCE_RULE_PACKS": str(packs),
+        "LOOPWISE_COMPLIANCE_OBSERVABILITY__PORT": str(port),
+        "LOOPWISE_COMPLIANCE_OBSERVABILITY__LOG_LEVEL": "WARNING",
+        "LOOPWISE_COMPLIANCE_DATA_DIR": f"/tmp/bench-compliance-{tag}",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loopwise_compliance", "run"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        texts = [
+            "Hello, this call is recorded, how can I help?",
+            "I have been waiting forever, this is ridiculous",
+            "Can I take your date of birth and your postcode?",
+            "My card number is [CARD_NUMBER] and I want to make a complaint",
+            "Thanks, your balance is forty dollars",
+        ]
+        now = datetime.now(UTC)
+        asr = ModelRef(name="bench", version="1")
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        started = time.perf_counter()
+        for c in range(calls):
+            call_id = f"bench-{c}"
+            events: list[tuple[str, Any]] = [
+                (
+                    names["calls"],
+                    CallStartedV1(
+                        tenant_id="acme",
+                        call_id=call_id,
+                        occurred_at=now,
+                        queue="billing",
+                        region="eu",
+                        channels=[ChannelSpec(index=0, role="mixed")],
+                    ),
+                )
+            ]
+            for i in range(per_call):
+                events.append(
+                    (
+                        names["tx"],
+                        TranscriptSegmentV1(
+                            tenant_id="acme",
+                            call_id=call_id,
+                            occurred_at=now,
+                            producer=asr,
+                            segment_id=f"s{i}",
+                            speaker="agent" if i % 2 == 0 else "customer",
+                            start_s=i * 5.0,
+                            end_s=i * 5.0 + 4,
+                            text=texts[i % len(texts)],
+                            confidence=0.9,
+                            language="en",
+                            source="realtime",
+                        ),
+                    )
+                )
+            events.append(
+                (names["calls"], CallEndedV1(tenant_id="acme", call_id=call_id, occurred_at=now))
+            )
+            for topic, event in events:
+                key, value, headers, _ = encode(event, source="bench")
+                producer.produce(topic, key=key, value=value, headers=headers)  # type: ignore[arg-type]
+            producer.poll(0)
+        producer.flush(60)
+        expected = calls * (per_call + 1)
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-reader-{tag}",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        consumer.subscribe([names["out"]])
+        seen = 0
+        first: float | None = None
+        deadline = time.monotonic() + 600
+        while seen < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            seen += 1
+            first = first or time.perf_counter()
+        last = time.perf_counter()
+        consumer.close()
+        segments = calls * per_call
+        print(f"\n## Faust service on the local broker ({calls} calls x {per_call} segments)")
+        print(f"outputs: {seen} of {expected}")
+        print(
+            f"from first send: {last - started:.1f} s = {segments / (last - started):.0f} "
+            "segments/s (one instance, 3 partitions, acks=all, changelog writes included)"
+        )
+        if first is not None and last > first:
+            print(f"first to last output: {last - first:.1f} s")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        admin.delete_topics(list(names.values()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packs", type=Path, default=ROOT / "deploy" / "rule-packs")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--stream", action="store_true", help="also measure the Kafka service")
+    parser.add_argument("--calls", type=int, default=200, help="calls sent with --stream")
+    parser.add_argument("--segments", type=int, default=20, help="segments per call (--stream)")
     args = parser.parse_args()
     index = load_packs(args.packs)
     scorer = ComplianceScorer(index)
@@ -217,6 +391,8 @@ def main() -> int:
             print(f"\nloopwise.redaction spans on STAR: {dict(sorted(spans.items()))}")
             report("STAR dev 100, after loopwise.redaction", score(scorer, kept))
     noise_experiment(pack, args.seed)
+    if args.stream:
+        stream_bench(args.packs, args.calls, args.segments)
     return 0
 
 

@@ -182,6 +182,7 @@ def test_account_details_before_verification(kit: Any, scorer: ComplianceScorer)
     for opening in (
         "Can I take your date of birth and your postcode?",
         "Thanks for verifying, that's all fine.",
+        "Can you tell me your account number, please? Right, and your PIN as well.",
     ):
         ok = kit.script("call-ok")
         replay = kit.replayer(scorer)
