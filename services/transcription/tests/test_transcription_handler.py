@@ -102,7 +102,7 @@ def test_reordered_and_missing_chunks_are_repaired_flagged_and_counted(
     for i in order:
         out += handler(feed(chunks[i]))
     out += handler(feed(chunks[5]))  # a duplicate: ignored
-    out += handler(feed(call_ended("call-seq"), "calls"))
+    out += handler(feed(call_ended("call-seq", {"0": len(chunks) - 1}), "calls"))
     published = segments(out)
     assert published, "no segment came out of the call"
     flags = {f for s in published for f in s.flags}
@@ -129,9 +129,13 @@ def test_chunks_before_the_start_are_held_then_used(
     floors = handler.offset_floors()
     assert floors[("audio", 0)] == 1, "held chunks must keep their offsets uncommitted"
     out += handler(feed(call_started("call-early", channels=1), "calls"))
-    for chunk in chunks[5:]:
+    for chunk in chunks[5:-1]:
         out += handler(feed(chunk))
-    out += handler(feed(call_ended("call-early"), "calls"))
+    # The end overtakes the last chunk (another topic): the call waits for it.
+    out += handler(feed(call_ended("call-early", {"0": len(chunks) - 1}), "calls"))
+    assert "call-early" in handler.calls
+    out += handler(feed(chunks[-1]))
+    assert "call-early" not in handler.calls
     (segment,) = segments(out)
     assert word_errors(PROMPTS["hold"][1], segment.text) < 0.3
     assert segment.start_s == pytest.approx(0.3, abs=0.35)
@@ -188,6 +192,28 @@ def test_bad_chunks_are_refused_with_their_reason(
         handler(feed(base.model_copy(update={"sequence": seq})))
     with pytest.raises(LateChunk):
         handler(feed(base.model_copy(update={"sequence": 1})))
+
+
+def test_a_call_end_without_last_sequences_waits_out_the_grace_period(
+    engine: Engine, asr_settings: AsrSettings
+) -> None:
+    handler = make_handler(engine, asr_settings, end_grace_s=3.0)
+    feed = Feed()
+    chunks = mono_call("call-grace", "password")
+    handler(feed(call_started("call-grace", channels=1), "calls"))
+    out = handler(feed(call_ended("call-grace"), "calls"))
+    for chunk in chunks:  # all of it after the end event
+        out += handler(feed(chunk))
+    clock = handler.clock
+    assert isinstance(clock, Clock)
+    assert handler.tick() == [] and "call-grace" in handler.calls
+    clock.now += 3.0
+    late = handler.tick()
+    assert "call-grace" not in handler.calls
+    texts = [s.text for s in segments(out)] + [
+        e.event.text for _, e in late if isinstance(e.event, TranscriptSegmentV1)
+    ]
+    assert word_errors(PROMPTS["password"][1], " ".join(texts)) < 0.3
 
 
 def test_open_utterances_hold_offsets_and_a_revoked_partition_is_forgotten(

@@ -88,7 +88,8 @@ def test_two_party_mulaw_call_streamed_in_chunks_comes_out_in_order_with_roles(
     channels = two_party_call(script, seconds=11.0)
     produce_events(kafka_bootstrap, topics["calls"], [call_started("call-duo")])
     produce_events(kafka_bootstrap, topics["audio"], mulaw_chunks("call-duo", channels))
-    produce_events(kafka_bootstrap, topics["calls"], [call_ended("call-duo")])
+    last = {"0": len(channels[0]) // 1600 - 1, "1": len(channels[1]) // 1600 - 1}
+    produce_events(kafka_bootstrap, topics["calls"], [call_ended("call-duo", last)])
 
     out = values(read_topic(kafka_bootstrap, topics["out"], expect=3, timeout_s=120, settle_s=1))
     assert len(out) == 3, [s["text"] for s in out]

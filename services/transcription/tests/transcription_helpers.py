@@ -87,9 +87,16 @@ def call_started(
     )
 
 
-def call_ended(call_id: str, tenant: str = "acme") -> CallEndedV1:
-    """A call-ended event."""
-    return CallEndedV1(tenant_id=tenant, call_id=call_id, occurred_at=datetime.now(UTC))
+def call_ended(
+    call_id: str, last: dict[str, int] | None = None, tenant: str = "acme"
+) -> CallEndedV1:
+    """A call-ended event, naming the last chunk of each channel where `last` is given."""
+    return CallEndedV1(
+        tenant_id=tenant,
+        call_id=call_id,
+        occurred_at=datetime.now(UTC),
+        last_audio_sequence=last,
+    )
 
 
 def mulaw_chunks(

@@ -144,6 +144,17 @@ class CallState:
     channels: dict[int, ChannelState]
     last_seen: float
     language: str | None
+    ending: float | None = None  # monotonic deadline once call-ended came
+    last_sequence: dict[int, int] | None = None  # per channel, from the call-ended event
+
+    def audio_complete(self) -> bool:
+        """True when call-ended named the last chunks and every channel has them."""
+        if self.last_sequence is None:
+            return False
+        return all(
+            (ch.next_seq or 0) > self.last_sequence.get(index, -1)
+            for index, ch in self.channels.items()
+        )
 
     @classmethod
     def open(cls, incoming: Incoming, vad: VadParams, now: float) -> CallState:

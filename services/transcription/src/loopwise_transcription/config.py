@@ -119,6 +119,13 @@ class TranscriptionSettings(WorkerSettings):
     reorder_window: int = Field(
         default=8, ge=0, le=1_000, description="Chunks held per channel to repair reordering"
     )
+    end_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="After call-ended, how long chunks still due (by last_audio_sequence, or "
+        "any when it is absent) are waited for: topics are not ordered with each other",
+    )
     idle_call_timeout_s: float = Field(
         default=3_600.0, gt=0, description="A call with no event for this long is closed"
     )

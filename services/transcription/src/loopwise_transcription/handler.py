@@ -190,7 +190,10 @@ class TranscriptionHandler:
         self._gauge()
         out: list[tuple[Incoming, Emit]] = []
         for call_id, call in list(self.calls.items()):
-            if now - call.last_seen >= self.settings.idle_call_timeout_s:
+            if call.ending is not None and now >= call.ending:
+                flag = None if call.last_sequence is None else "audio_incomplete"
+                out += [(call.incoming, e) for e in self._close(call_id, now, flag)]
+            elif now - call.last_seen >= self.settings.idle_call_timeout_s:
                 log.warning("call_idle_closed", call_id=call_id)
                 parent = call.incoming
                 out += [(parent, e) for e in self._close(call_id, now, "idle_timeout")]
@@ -249,10 +252,21 @@ class TranscriptionHandler:
     def _end(self, incoming: Incoming, now: float) -> list[Emit]:
         event = incoming.event
         assert isinstance(event, CallEndedV1)
-        if event.call_id not in self.calls:
+        call = self.calls.get(event.call_id)
+        if call is None:
             log.info("call_end_for_unknown_call", call_id=event.call_id)
             return []
-        return self._close(event.call_id, now, None)
+        # Audio and call topics are not ordered with each other: chunks may still be on
+        # their way. Close at once only when the event says which chunk was last and all
+        # of them are here (or the call has no audio); else after a grace period.
+        call.ending = now + self.settings.end_grace_s
+        if event.last_audio_sequence is not None:
+            call.last_sequence = {
+                int(k): v for k, v in event.last_audio_sequence.items() if k.isdigit()
+            }
+        if not call.channels or call.audio_complete() or self.settings.end_grace_s == 0:
+            return self._close(event.call_id, now, None)
+        return []
 
     def _close(self, call_id: str, now: float, flag: str | None) -> list[Emit]:
         call = self.calls.pop(call_id)
@@ -319,7 +333,10 @@ class TranscriptionHandler:
                 channel.flags.add("audio_reordered")
             emits += self._feed(call, channel, incoming, now, 0)
         channel.next_seq = chunk.sequence + 1
-        return emits + self._drain(call, channel, now)
+        emits += self._drain(call, channel, now)
+        if call.ending is not None and call.audio_complete():
+            emits += self._close(chunk.call_id, now, None)
+        return emits
 
     def _validate(self, channel: ChannelState, chunk: AudioChunkV1) -> None:
         if looks_like_text(chunk.audio):
