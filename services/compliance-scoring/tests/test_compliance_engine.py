@@ -238,3 +238,22 @@ def test_every_event_names_pack_and_sources(kit: Any, scorer: ComplianceScorer) 
     # acme-bank disables the default frustration rule.
     assert out.findings == []
     assert out.rule_pack_hash == scorer.packs.for_tenant("acme-bank").content_hash
+
+
+def test_segment_after_call_end_revises_the_call_result(kit: Any, scorer: ComplianceScorer) -> None:
+    script = kit.script("call-flush")
+    replay = kit.replayer(scorer)
+    replay([script.started(), script.say("agent", 1.0, "Hello, this call is recorded.")])
+    decided = call_result(replay([script.ended()])[0])
+    assert (decided.revision, decided.segments_checked, decided.findings) == (0, 1, [])
+    # The transcriber flushes the last utterance after CallEnded.
+    late = script.say("agent", 60.0, "Your balance is forty dollars, goodbye.")
+    segment, revised = replay([late])[0].outputs
+    assert isinstance(segment, SegmentComplianceV1) and isinstance(revised, CallComplianceV1)
+    assert (revised.revision, revised.segments_checked) == (1, 2)
+    assert rule_ids(list(revised.findings)) == {"account-details-before-verification"}
+    assert late[0] in revised.derived_from
+    # Redelivered: the same revision again, nothing counted twice.
+    again = replay([late])[0]
+    assert again.state is None
+    assert again.outputs[1] == revised

@@ -267,6 +267,9 @@ class CallState(BaseModel):
     """Rule id + ':' + phrase group -> hits, earliest first."""
     ended_event_id: str | None = None
     call_findings: list[ComplianceFinding] | None = None
+    revision: int = 0
+    late_event_ids: list[str] = Field(default_factory=list)
+    """Segments that arrived after the call was decided, each of which revised the result."""
 
 
 def _hit(segment: Segment, match: PhraseMatch) -> Hit:

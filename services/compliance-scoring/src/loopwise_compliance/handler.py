@@ -4,7 +4,10 @@
 it returns the new state and the events to publish. It is idempotent by event
 id and by segment id: a redelivered segment gets the same findings again (same
 ids downstream) but is not counted twice, and a redelivered CallEnded gets the
-stored call result back.
+stored call result back. A segment that arrives after CallEnded (calls and
+transcripts are separate topics, and the transcriber flushes its last segments
+when the call ends) is added to the call and yields a revised call result
+(`revision` 1, 2, ...).
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from loopwise.events import (
     CallEndedV1,
     CallMetadataV1,
     CallStartedV1,
-    ComplianceFinding,
     ModelRef,
     SegmentComplianceV1,
     TenantEvent,
@@ -133,18 +135,27 @@ class ComplianceScorer:
             findings=findings,
             rule_pack_hash=cp.pack.content_hash,
         )
-        duplicate = state is not None and (
+        if state is not None and (
             event_id in state.seen_event_ids or event.segment_id in state.seen_segment_ids
-        )
-        if duplicate or (state is not None and state.ended_event_id is not None):
-            # Redelivered, or late after the call was decided: publish again, count nothing.
-            if state is not None and state.ended_event_id is not None and not duplicate:
-                log.warning("segment_after_call_end", call_id=event.call_id)
-            return Outcome(None, [output])
+        ):
+            # Redelivered: publish the same findings again (same ids), count nothing. A late
+            # segment's revision of the call result is published again too, as it is now.
+            outputs: list[TenantEvent] = [output]
+            if event_id in state.late_event_ids:
+                outputs.append(self._call_event(cp, state, event))
+            return Outcome(None, outputs)
         new = self._fresh(state, event, event.call_id)
         observe_segment(cp, new, segment)
         self._remember(new, event_id)
-        return Outcome(new, [output])
+        if new.ended_event_id is None:
+            return Outcome(new, [output])
+        # The call was already decided (the transcriber flushes its last segments after the
+        # call ended): decide again with this segment and publish the revised result.
+        new.call_findings = decide_call(cp, new)
+        new.revision += 1
+        new.late_event_ids.append(event_id)
+        log.info("call_result_revised", call_id=event.call_id, revision=new.revision)
+        return Outcome(new, [output, self._call_event(cp, new, event)])
 
     def _ended(self, state: CallState | None, event: CallEndedV1, event_id: str) -> Outcome:
         cp = self.compiled(event.tenant_id)
@@ -152,32 +163,25 @@ class ComplianceScorer:
             if state.ended_event_id != event_id:
                 log.warning("call_ended_twice", call_id=event.call_id)
                 return Outcome(None, [])
-            return Outcome(None, [self._call_event(cp, state, event, state.call_findings or [])])
+            return Outcome(None, [self._call_event(cp, state, event)])
         new = self._fresh(state, event, event.call_id)
-        findings = decide_call(cp, new)
+        new.call_findings = decide_call(cp, new)
         new.ended_event_id = event_id
-        new.call_findings = findings
         self._remember(new, event_id)
-        # Keep only what a redelivered CallEnded needs: the decided result.
-        new.hits = {}
-        new.seen_segment_ids = new.seen_segment_ids[-MAX_SEEN_IDS:]
-        return Outcome(new, [self._call_event(cp, new, event, findings)])
+        return Outcome(new, [self._call_event(cp, new, event)])
 
     def _call_event(
-        self,
-        cp: CompiledPack,
-        state: CallState,
-        event: CallEndedV1,
-        findings: list[ComplianceFinding],
+        self, cp: CompiledPack, state: CallState, event: TenantEvent
     ) -> CallComplianceV1:
         return CallComplianceV1(
-            tenant_id=event.tenant_id,
-            call_id=event.call_id,
+            tenant_id=state.tenant_id,
+            call_id=state.call_id,
             occurred_at=event.occurred_at,
             producer=self.producer(cp.pack),
             derived_from=list(state.seen_event_ids)[-10_000:],
-            findings=findings,
+            findings=state.call_findings or [],
             segments_checked=state.segments_checked,
+            revision=state.revision,
             rule_pack_hash=cp.pack.content_hash,
         )
 

@@ -127,6 +127,14 @@ class CallComplianceV1(DerivedCallEvent):
         default_factory=list, max_length=500, description="Call-level findings; may be empty"
     )
     segments_checked: int = Field(ge=0, description="Segments the rules saw")
+    revision: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "0 for the result decided at call end; n when n segments that arrived after the "
+            "end (e.g. the transcriber's final flush) were added and the call decided again"
+        ),
+    )
     rule_pack_hash: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",
