@@ -96,3 +96,35 @@ def test_postgres_concurrent_writers_and_tamper(pg_url: str, audit_keys: KeyRing
         assert (fault.kind, fault.seq) == ("deleted", 150)
     finally:
         store.close()
+
+
+def test_postgres_writer_runs_as_a_select_insert_role(pg_url: str) -> None:
+    from loopwise_audit.store import UnguardedStore
+
+    owner = AuditStore(pg_url)  # the owner creates table and guards once
+    role = f"audit_writer_{uuid.uuid4().hex[:8]}"
+    schema = pg_url.rsplit("%3D", 1)[1]
+    with owner.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.exec_driver_sql(f"GRANT SELECT, INSERT ON audit_records TO {role}")
+        conn.exec_driver_sql(f"GRANT USAGE ON SEQUENCE audit_records_id_seq TO {role}")
+    user = pg_url.split("://", 1)[1].split("@", 1)[0]
+    writer_url = pg_url.replace(f"://{user}@", f"://{role}@", 1)
+    try:
+        writer = AuditStore(writer_url)  # starts without DDL rights
+        assert writer.append(list(sample_entries(5))).appended == 5
+        with pytest.raises(DatabaseError), writer.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE audit_records SET body = '{}'")
+        writer.close()
+        with owner.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "ALTER TABLE audit_records DISABLE TRIGGER audit_records_no_change"
+            )
+        with pytest.raises(UnguardedStore, match="audit_records_no_change"):
+            AuditStore(writer_url)
+    finally:
+        with owner.engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+        owner.close()

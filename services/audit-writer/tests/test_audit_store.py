@@ -149,3 +149,33 @@ def test_altered_checkpoint_is_a_fault(tmp_path: Path, audit_keys: KeyRing) -> N
     assert fault.kind == "checkpoint" and fault.seq == 25
     assert "signature does not verify" in fault.detail
     store.close()
+
+
+def test_missing_guards_are_put_back_on_open(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    store = AuditStore(url)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER audit_records_no_delete")
+        assert store.missing_guards(conn) == ["audit_records_no_delete"]
+    store.close()
+    reopened = AuditStore(url)
+    with reopened.reader() as conn:
+        assert reopened.missing_guards(conn) == []
+    reopened.close()
+
+
+def test_reading_never_creates_the_table(tmp_path: Path, audit_keys: KeyRing) -> None:
+    store = AuditStore(f"sqlite:///{tmp_path / 'absent.db'}", create=False)
+    assert not store.exists()
+    # Checkpoints exist but the table is gone: the whole chain is missing.
+    source = AuditStore(f"sqlite:///{tmp_path / 'src.db'}")
+    checkpointer = Checkpointer(
+        directory=tmp_path / "cp", keys=audit_keys, every_records=1, every_s=1
+    )
+    checkpointer.note(source.append(list(sample_entries(3))).heads.values())
+    checkpointer.run_due()
+    (fault,) = verify_store(store, load_checkpoints(tmp_path / "cp"), audit_keys).faults
+    assert (fault.kind, fault.seq) == ("truncated", 1)
+    assert not store.exists()
+    store.close()
+    source.close()

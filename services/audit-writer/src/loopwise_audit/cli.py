@@ -29,10 +29,19 @@ def _trail(args: argparse.Namespace) -> TrailSettings:
     return load_settings(TrailSettings, **overrides)
 
 
-def _open_store(settings: TrailSettings) -> Any:
+def _open_store(settings: TrailSettings, *, create: bool = False) -> Any:
+    """The store; read-only commands do not create (or alter) anything."""
     from loopwise_audit.store import AuditStore
 
-    return AuditStore(settings.database_url)
+    return AuditStore(settings.database_url, create=create)
+
+
+def _no_table(store: Any) -> bool:
+    if store.exists():
+        return False
+    url = store.engine.url.render_as_string(hide_password=True)
+    print(f"no audit table at {url}", file=sys.stderr)
+    return True
 
 
 def _moment(text: str | None) -> str | None:
@@ -58,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings(AuditWorkerSettings)
     settings.keyring()
-    store = _open_store(settings)
+    store = _open_store(settings, create=True)
     try:
         with store.reader() as conn:
             tenants = store.tenants(conn)
@@ -131,6 +140,8 @@ def _export(args: argparse.Namespace) -> int:
     settings = _trail(args)
     store = _open_store(settings)
     try:
+        if _no_table(store):
+            return EXIT_FAULT
         summary = export_tenant(
             store,
             settings.checkpoint_dir,
@@ -155,6 +166,8 @@ def _show(args: argparse.Namespace) -> int:
     settings = _trail(args)
     store = _open_store(settings)
     try:
+        if _no_table(store):
+            return EXIT_FAULT
         lines = call_story(store, args.call_id, args.tenant)
     finally:
         store.close()

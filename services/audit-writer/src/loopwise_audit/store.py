@@ -30,10 +30,11 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     select,
     text,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from loopwise_audit.chain import GENESIS_HASH, canonical_json, record_hash
 from loopwise_audit.handler import AuditEntry, utc_text
@@ -87,6 +88,10 @@ _POSTGRES_GUARDS = [
 ]
 
 IN_CHUNK = 500
+
+
+class UnguardedStore(RuntimeError):
+    """The audit table lacks its append-only triggers and they cannot be installed."""
 
 
 @dataclass(frozen=True)
@@ -174,13 +179,52 @@ class AuditStore:
         self.engine.dispose()
 
     def create_schema(self) -> None:
-        """Create the table, indexes and append-only guards (idempotent)."""
+        """Create the table, indexes and append-only guards if missing; refuse to run unguarded.
+
+        Once the table exists nothing is altered, so the writer can run as a role that may
+        only SELECT and INSERT; if the guards are gone and cannot be put back, it stops.
+        """
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(4242000001)"))
-            metadata.create_all(conn)
-            for statement in _SQLITE_GUARDS if self.dialect == "sqlite" else _POSTGRES_GUARDS:
-                conn.exec_driver_sql(statement)
+            if not inspect(conn).has_table(audit_records.name):
+                metadata.create_all(conn)
+                self._install_guards(conn)
+                return
+            missing = self.missing_guards(conn)
+        if missing:
+            try:
+                with self.engine.begin() as conn:
+                    self._install_guards(conn)
+            except DBAPIError as exc:
+                raise UnguardedStore(
+                    f"append-only trigger(s) {', '.join(missing)} are missing from "
+                    f"audit_records and cannot be installed: {exc.orig}"
+                ) from exc
+
+    def _install_guards(self, conn: Connection) -> None:
+        for statement in _SQLITE_GUARDS if self.dialect == "sqlite" else _POSTGRES_GUARDS:
+            conn.exec_driver_sql(statement)
+
+    def missing_guards(self, conn: Connection) -> list[str]:
+        """Append-only triggers that should be on the table and are not."""
+        if self.dialect == "sqlite":
+            wanted = {"audit_records_no_update", "audit_records_no_delete"}
+            query = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?"
+            found = set(conn.exec_driver_sql(query, (audit_records.name,)).scalars())
+        else:
+            wanted = {"audit_records_no_change", "audit_records_no_truncate"}
+            query = (
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_records'::regclass "
+                "AND tgenabled <> 'D'"
+            )
+            found = set(conn.exec_driver_sql(query).scalars())
+        return sorted(wanted - found)
+
+    def exists(self) -> bool:
+        """True if the audit table is there (read-only commands never create it)."""
+        with self.engine.connect() as conn:
+            return bool(inspect(conn).has_table(audit_records.name))
 
     def reader(self) -> Connection:
         """A connection for reading (in SQLite a snapshot that does not block the writer)."""

@@ -297,11 +297,12 @@ def verify_store(
     own = conn is None
     connection = store.reader() if own else conn
     try:
-        wanted = sorted(
-            set(tenants) if tenants is not None else {*store.tenants(connection), *heads}
-        )
+        present = store.exists()
+        stored = store.tenants(connection) if present else []
+        wanted = sorted(set(tenants) if tenants is not None else {*stored, *heads})
         for tenant in wanted:
-            chain = verify_chain(tenant, store.records(connection, tenant), heads.get(tenant, {}))
+            rows = store.records(connection, tenant) if present else iter(())
+            chain = verify_chain(tenant, rows, heads.get(tenant, {}))
             if chain.fault is None:
                 bad = [f for f in cp_faults if f.tenant_id == tenant]
                 chain.fault = bad[0] if bad else None
