@@ -210,3 +210,61 @@ def test_failed_commit_rewinds_the_batch_and_loses_nothing(
     assert count(settings.database_url) == len(events)
     after = REGISTRY.get_sample_value("loopwise_batch_retries_total", {"service": "audit-writer"})
     assert after is not None and after > retries
+
+
+def test_console_command_runs_drains_on_sigterm_and_signs_the_head(
+    kafka_bootstrap: str,
+    topics: dict[str, str],
+    group_id: str,
+    tmp_path: Path,
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    events = [e for e in example_events(call_id="call-p") if not isinstance(e, AuditCheckpointV1)]
+    for event in events:
+        key, value, headers, _ = encode(event, source="cx-test")
+        produce_raw(kafka_bootstrap, topic_of(event, topics), [(key, value, headers)])
+    db = tmp_path / "audit.db"
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "LOOPWISE_AUDIT_GROUP_ID": group_id,
+        "LOOPWISE_AUDIT_INPUT_TOPICS": json.dumps([topics[n] for n in pipeline_topics()]),
+        "LOOPWISE_AUDIT_DEAD_LETTER_TOPIC": topics["dlq"],
+        "LOOPWISE_AUDIT_CHECKPOINT_TOPIC": topics["checkpoints"],
+        "LOOPWISE_AUDIT_DATABASE_URL": f"sqlite:///{db}",
+        "LOOPWISE_AUDIT_CHECKPOINT_DIR": str(tmp_path / "cp"),
+        "LOOPWISE_AUDIT_HMAC_KEY": KEY,
+        "LOOPWISE_AUDIT_CHECKPOINT_EVERY_RECORDS": "1000",
+        "LOOPWISE_AUDIT_CHECKPOINT_EVERY_S": "3600",
+        "LOOPWISE_AUDIT_OBSERVABILITY__PORT": "0",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loopwise_audit", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert wait_for(lambda: db.exists() and count(f"sqlite:///{db}") >= len(events), 60)
+        assert not (tmp_path / "cp").exists() or not list((tmp_path / "cp").iterdir())
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output[-3000:]
+    logs = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    port = next(e["port"] for e in logs if e.get("event") == "probes_listening")
+    assert port > 0
+    assert any(e.get("event") == "worker_stopped" for e in logs)
+    # Neither N records nor T seconds were reached: the drain signed the head anyway.
+    (cp_file,) = (tmp_path / "cp").iterdir()
+    (line,) = cp_file.read_text().splitlines()
+    cp = AuditCheckpointV1.model_validate_json(line)
+    assert (cp.tenant_id, cp.sequence) == ("acme", len(events))
+    assert KeyRing("audit-1", {"audit-1": KEY.encode()}).valid(cp)

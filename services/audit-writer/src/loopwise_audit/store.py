@@ -36,9 +36,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from loopwise.logging import get_logger
 from loopwise_audit.chain import GENESIS_HASH, canonical_json, record_hash
 from loopwise_audit.handler import AuditEntry, utc_text
 
+log = get_logger(__name__)
 metadata = MetaData()
 
 audit_records = Table(
@@ -193,6 +195,7 @@ class AuditStore:
                 return
             missing = self.missing_guards(conn)
         if missing:
+            log.warning("append_only_guards_missing", triggers=missing)
             try:
                 with self.engine.begin() as conn:
                     self._install_guards(conn)
