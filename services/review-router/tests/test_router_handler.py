@@ -78,6 +78,7 @@ def test_auto_call_released_at_once_with_a_decision_per_item(
         ("call", "auto")
     ]
     assert all(d.policy_version.startswith("sha256:") for d in decisions)
+    assert all(d.missing_inputs == [] for d in decisions)
     outcomes = of(emits, ReleasedOutcomeV1)
     assert [o.release for o in outcomes] == ["auto"] * 4
     call_outcome = outcomes[-1]
@@ -163,6 +164,7 @@ def test_join_window_decides_a_segment_whose_scores_never_come(
     assert not of(driver.tick("c-late", 4.0), RoutingDecisionV1)
     (decision,) = of(driver.tick("c-late", 1.5), RoutingDecisionV1)
     assert decision.scope == "segment" and decision.outcome == "auto"
+    assert decision.missing_inputs == ["sentiment", "compliance"]
 
 
 def test_sla_breach_escalates_then_expires(driver: Driver, router_kit: Any) -> None:

@@ -473,8 +473,23 @@ class Router:
             sla_s=verdict.sla_s if reviewed else None,
             mode=verdict.mode if reviewed else None,
             task_id=task.task_id if task is not None else None,
+            missing_inputs=self._missing(state, seg),
         )
         return Emit(self.topics.routing, event, decision_id)
+
+    def _missing(self, state: CallState, seg: SegmentState | None) -> list[Any]:
+        """Scores the join gave up waiting for (only those the router is set to wait for)."""
+        missing: list[Any] = []
+        if seg is not None:
+            sentiment_in, compliance_in = seg.sentiment is not None, seg.findings is not None
+        else:
+            sentiment_in = state.call_sentiment is not None and state.call_sentiment.at_end
+            compliance_in = state.call_findings is not None
+        if self.join.needs_sentiment and not sentiment_in:
+            missing.append("sentiment")
+        if self.join.needs_compliance and not compliance_in:
+            missing.append("compliance")
+        return missing
 
     def _task_event(
         self,

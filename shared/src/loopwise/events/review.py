@@ -63,6 +63,11 @@ class RoutingDecisionV1(DerivedCallEvent):
     task_id: str | None = Field(
         default=None, max_length=200, description="Review task opened, if any"
     )
+    missing_inputs: list[Literal["transcript", "sentiment", "compliance"]] = Field(
+        default_factory=list,
+        max_length=3,
+        description="Inputs still missing when the join window closed and the item was decided",
+    )
 
 
 class TaskSegment(ContractModel):
