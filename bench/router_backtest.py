@@ -49,8 +49,11 @@ def main() -> int:
         cwd=ROOT,
     )
     backtest = subprocess.run(
-        [str(bins / "loopwise-router"), "backtest", "--policy", str(args.policy)]
-        + ["--input", "-", "--label-field", LABEL, "--json"],
+        [
+            str(bins / "loopwise-router"),
+            *("backtest", "--policy", str(args.policy), "--input", "-"),
+            *("--label-field", LABEL, "--json"),
+        ],
         input=compliance.stdout,
         capture_output=True,
         check=True,
