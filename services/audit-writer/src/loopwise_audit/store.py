@@ -224,10 +224,12 @@ class AuditStore:
             found = set(conn.exec_driver_sql(query).scalars())
         return sorted(wanted - found)
 
-    def exists(self) -> bool:
+    def exists(self, conn: Connection | None = None) -> bool:
         """True if the audit table is there (read-only commands never create it)."""
-        with self.engine.connect() as conn:
+        if conn is not None:
             return bool(inspect(conn).has_table(audit_records.name))
+        with self.reader() as own:
+            return bool(inspect(own).has_table(audit_records.name))
 
     def reader(self) -> Connection:
         """A connection for reading (in SQLite a snapshot that does not block the writer)."""

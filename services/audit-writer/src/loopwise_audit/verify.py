@@ -297,7 +297,7 @@ def verify_store(
     own = conn is None
     connection = store.reader() if own else conn
     try:
-        present = store.exists()
+        present = store.exists(connection)
         stored = store.tenants(connection) if present else []
         wanted = sorted(set(tenants) if tenants is not None else {*stored, *heads})
         for tenant in wanted:
