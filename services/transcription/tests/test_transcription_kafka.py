@@ -29,7 +29,7 @@ from services.transcription.tests.transcription_helpers import (
     two_party_call,
     word_errors,
 )
-from tests.support.kafka_io import produce_events, produce_raw, read_topic
+from tests.support.kafka_io import produce_events, produce_raw, read_topic, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.usefixtures("asr_data")]
 
@@ -46,12 +46,8 @@ def topics(new_topic: Callable[..., str], group_id: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def service(
-    kafka_bootstrap: str, topics: dict[str, str], engine: Engine, asr_settings: AsrSettings
-) -> Iterator[TranscriptionWorker]:
-    """The transcription worker in a thread of this process, sharing the session's model."""
-    settings = TranscriptionSettings(
+def service_settings(kafka_bootstrap: str, topics: dict[str, str]) -> TranscriptionSettings:
+    return TranscriptionSettings(
         kafka={"bootstrap_servers": kafka_bootstrap},  # type: ignore[arg-type]
         group_id=topics["group"],
         input_topics=[topics["calls"], topics["audio"], topics["external"]],
@@ -63,16 +59,72 @@ def service(
         max_chunk_s=2.0,
         poll_timeout_s=0.2,
     )
+
+
+def start_worker(
+    settings: TranscriptionSettings, engine: Engine, asr_settings: AsrSettings
+) -> tuple[TranscriptionWorker, threading.Thread]:
     handler = TranscriptionHandler(settings, asr_settings, engine)
     worker = TranscriptionWorker(
         handler=handler, settings=settings, output_topics=[settings.output_topic]
     )
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
-    yield worker
+    return worker, thread
+
+
+def stop_worker(worker: TranscriptionWorker, thread: threading.Thread) -> None:
     worker.stop()
     thread.join(60)
     assert not thread.is_alive(), "worker did not stop"
+
+
+@pytest.fixture
+def service(
+    kafka_bootstrap: str, topics: dict[str, str], engine: Engine, asr_settings: AsrSettings
+) -> Iterator[TranscriptionWorker]:
+    """The transcription worker in a thread of this process, sharing the session's model."""
+    worker, thread = start_worker(service_settings(kafka_bootstrap, topics), engine, asr_settings)
+    yield worker
+    stop_worker(worker, thread)
+
+
+def test_a_restart_mid_utterance_replays_the_held_audio_and_loses_nothing(
+    kafka_bootstrap: str, topics: dict[str, str], engine: Engine, asr_settings: AsrSettings
+) -> None:
+    settings = service_settings(kafka_bootstrap, topics)
+    channels = two_party_call([(0.4, 1, "phone")], seconds=5.0)
+    chunks = mulaw_chunks("call-restart", channels)
+    customer = [c for c in chunks if c.channel == 1]
+    half = len(chunks) // 2  # the customer is mid-sentence here
+    first, thread = start_worker(settings, engine, asr_settings)
+    produce_events(kafka_bootstrap, topics["calls"], [call_started("call-restart")])
+    produce_events(kafka_bootstrap, topics["audio"], chunks[:half])
+
+    def consumed_half() -> bool:
+        call = first.transcriber.calls.get("call-restart")
+        return (
+            call is not None and call.channels[1].next_seq == customer[half // 2 - 1].sequence + 1
+        )
+
+    assert wait_for(consumed_half, 60)
+    assert first.transcriber.calls["call-restart"].channels[1].cutter.triggered
+    stop_worker(first, thread)  # commits, but no further than the open utterance's audio
+
+    second, thread = start_worker(settings, engine, asr_settings)
+    try:
+        last = {"0": customer[-1].sequence, "1": customer[-1].sequence}
+        produce_events(kafka_bootstrap, topics["audio"], chunks[half:])
+        produce_events(kafka_bootstrap, topics["calls"], [call_ended("call-restart", last)])
+        out = values(read_topic(kafka_bootstrap, topics["out"], expect=1, timeout_s=60, settle_s=2))
+    finally:
+        stop_worker(second, thread)
+    assert len(out) == 1, [s["text"] for s in out]
+    assert out[0]["speaker"] == "customer"
+    assert word_errors(PROMPTS["phone"][1], out[0]["text"]) < 0.3, out[0]["text"]
+    assert abs(out[0]["start_s"] - 0.4) < 0.6
+    dead = read_topic(kafka_bootstrap, topics["dlq"], expect=1, timeout_s=2)
+    assert dead == [], "nothing may be dead-lettered across a restart"
 
 
 def values(records: list[Any]) -> list[dict[str, Any]]:
