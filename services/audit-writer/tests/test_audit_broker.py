@@ -268,3 +268,64 @@ def test_console_command_runs_drains_on_sigterm_and_signs_the_head(
     cp = AuditCheckpointV1.model_validate_json(line)
     assert (cp.tenant_id, cp.sequence) == ("acme", len(events))
     assert KeyRing("audit-1", {"audit-1": KEY.encode()}).valid(cp)
+
+
+def test_topic_checkpoints_catch_what_doctored_files_hide(
+    kafka_bootstrap: str,
+    topics: dict[str, str],
+    group_id: str,
+    tmp_path: Path,
+) -> None:
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    events = [e for e in example_events(call_id="call-t") if not isinstance(e, AuditCheckpointV1)]
+    for event in events:
+        key, value, headers, _ = encode(event, source="cx-test")
+        produce_raw(kafka_bootstrap, topic_of(event, topics), [(key, value, headers)])
+    settings = settings_for(kafka_bootstrap, topics, group_id, tmp_path)
+    with running(settings):
+        assert wait_for(lambda: count(settings.database_url) >= len(events), 60)
+    head = len(events)
+    # The attacker owns the database host and the checkpoint directory, not the broker:
+    # cut the trail after record 8 and the checkpoint file to match.
+    db = sqlite3.connect(tmp_path / "audit.db")
+    db.execute("DROP TRIGGER audit_records_no_delete")
+    db.execute("DELETE FROM audit_records WHERE seq > 8")
+    db.commit()
+    db.close()
+    (cp_file,) = (tmp_path / "checkpoints").iterdir()
+    kept = [
+        line
+        for line in cp_file.read_text().splitlines()
+        if AuditCheckpointV1.model_validate_json(line).sequence <= 8
+    ]
+    cp_file.write_text("".join(f"{line}\n" for line in kept))
+
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "LOOPWISE_AUDIT_DATABASE_URL": settings.database_url,
+        "LOOPWISE_AUDIT_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "LOOPWISE_AUDIT_CHECKPOINT_TOPIC": topics["checkpoints"],
+        "LOOPWISE_AUDIT_HMAC_KEY": KEY,
+    }
+
+    def verify(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "loopwise_audit", "verify", *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    fooled = verify()
+    assert fooled.returncode == 0, fooled.stdout  # the files alone agree with the cut trail
+    caught = verify("--topic")
+    assert caught.returncode == 1, caught.stdout + caught.stderr
+    assert "acme: truncated at seq 9" in caught.stdout
+    assert f"signed record {head}" in caught.stdout

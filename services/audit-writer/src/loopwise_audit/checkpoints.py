@@ -73,6 +73,20 @@ class CheckpointSet:
     by_tenant: dict[str, list[LoadedCheckpoint]] = field(default_factory=dict)
     problems: list[CheckpointFileProblem] = field(default_factory=list)
 
+    def merged(self, other: CheckpointSet) -> CheckpointSet:
+        """Both sets together (a checkpoint kept in two places counts once)."""
+        out = CheckpointSet(problems=[*self.problems, *other.problems])
+        for source in (self, other):
+            for tenant, loaded in source.by_tenant.items():
+                mine = out.by_tenant.setdefault(tenant, [])
+                have = {c.checkpoint.model_dump_json() for c in mine}
+                mine.extend(c for c in loaded if c.checkpoint.model_dump_json() not in have)
+        return out
+
+    def count(self) -> int:
+        """Checkpoints held."""
+        return sum(len(v) for v in self.by_tenant.values())
+
 
 def checkpoint_path(directory: Path, tenant_id: str) -> Path:
     """The JSON-lines file of one tenant's checkpoints."""

@@ -111,11 +111,20 @@ def _verify(args: argparse.Namespace) -> int:
             f"{chain.checkpoints}: {'FAULT' if problems else 'OK'}"
         )
         return EXIT_FAULT if problems else 0
+    checkpoints = load_checkpoints(settings.checkpoint_dir)
+    print(f"checkpoints: {checkpoints.count()} in {settings.checkpoint_dir}")
+    if args.topic:
+        from loopwise.settings import KafkaSettings
+        from loopwise_audit.worker import read_checkpoint_topic
+
+        on_topic = read_checkpoint_topic(load_settings(KafkaSettings), settings.checkpoint_topic)
+        print(f"checkpoints: {on_topic.count()} on topic {settings.checkpoint_topic}")
+        checkpoints = checkpoints.merged(on_topic)
     store = _open_store(settings)
     try:
         report = verify_store(
             store,
-            load_checkpoints(settings.checkpoint_dir),
+            checkpoints,
             keys,
             tenants=[args.tenant] if args.tenant else None,
         )
@@ -197,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     trail_options(verify)
     verify.add_argument("--tenant", help="only this tenant's chain")
     verify.add_argument("--export", type=Path, help="verify an export directory instead")
+    verify.add_argument(
+        "--topic",
+        action="store_true",
+        help="also read the checkpoints published to the checkpoint topic (KAFKA_* settings)",
+    )
     verify.set_defaults(func=_verify)
 
     export = sub.add_parser(

@@ -59,6 +59,11 @@ class TrailSettings(BaseSettings):
         default_factory=dict,
         description="Retired keys by id (JSON object), to verify checkpoints they signed",
     )
+    checkpoint_topic: str = Field(
+        default_factory=lambda: topic("audit.checkpoints"),
+        min_length=1,
+        description="Topic the signed chain heads are published to",
+    )
     observability: ObservabilitySettings = Field(
         default_factory=ObservabilitySettings, description="Metrics, probes and logs"
     )
@@ -107,11 +112,6 @@ class AuditWorkerSettings(WorkerSettings, TrailSettings):
         default_factory=lambda: dead_letter_topic("audit-writer"),
         min_length=1,
         description="Where undecodable input goes (payloads are never kept)",
-    )
-    checkpoint_topic: str = Field(
-        default_factory=lambda: topic("audit.checkpoints"),
-        min_length=1,
-        description="Topic the signed chain heads are published to",
     )
     checkpoint_every_records: int = Field(
         default=1000, ge=1, description="Checkpoint a tenant after this many new records"

@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
-from loopwise.events import AuditCheckpointV1, encode
+from loopwise.events import AuditCheckpointV1, TenantEvent, decode, encode
 from loopwise.kafka import Emit, Incoming, Worker, serve
 from loopwise.kafka.intake import output_id
 from loopwise.logging import get_logger
-from loopwise_audit.checkpoints import Checkpointer
+from loopwise.settings import KafkaSettings
+from loopwise_audit.checkpoints import (
+    Checkpointer,
+    CheckpointFileProblem,
+    CheckpointSet,
+    LoadedCheckpoint,
+)
 from loopwise_audit.config import AuditWorkerSettings
 from loopwise_audit.handler import AuditEntry, describe
 from loopwise_audit.store import AuditStore
@@ -167,3 +175,56 @@ class AuditService:
     def stop(self, *_: Any) -> None:
         """Ask the worker to drain and stop."""
         self.worker.stop()
+
+
+def read_checkpoint_topic(
+    kafka: KafkaSettings, topic: str, timeout_s: float = 60.0
+) -> CheckpointSet:
+    """Every checkpoint on the checkpoint topic, from the first offset to the current end."""
+    consumer = Consumer(
+        {
+            **kafka.librdkafka(),
+            "group.id": f"loopwise-audit-verify-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    found = CheckpointSet()
+    source = Path(f"kafka:{topic}")
+    accepted: dict[str, type[TenantEvent]] = {AuditCheckpointV1.event_type: AuditCheckpointV1}
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        if metadata.error is not None:
+            raise RuntimeError(f"checkpoint topic {topic}: {metadata.error}")
+        ends: dict[int, int] = {}
+        starts = []
+        for partition in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout_s
+            )
+            if high > low:
+                ends[partition] = high
+                starts.append(TopicPartition(topic, partition, low))
+        consumer.assign(starts)
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            if offset + 1 >= ends.get(partition, 0):
+                ends.pop(partition, None)
+            try:
+                _, event = decode(msg.value(), cast(Any, msg.headers()), accepted)
+            except ValueError as exc:
+                found.problems.append(CheckpointFileProblem(source, offset, str(exc)[:200]))
+                continue
+            assert isinstance(event, AuditCheckpointV1)
+            found.by_tenant.setdefault(event.tenant_id, []).append(
+                LoadedCheckpoint(event, source, offset)
+            )
+        if ends:
+            raise RuntimeError(f"checkpoint topic {topic} not read to its end in {timeout_s} s")
+    finally:
+        consumer.close()
+    return found
