@@ -55,7 +55,7 @@ class ChannelState:
     vad: VadParams
     cutter: UtteranceCutter = field(init=False)
     resampler: StreamResampler = field(init=False)
-    next_seq: int | None = None
+    next_seq: int = 0
     waiting: dict[int, Incoming] = field(default_factory=dict)
     skipped: set[int] = field(default_factory=set)
     marks: deque[ChunkMark] = field(default_factory=deque)
@@ -152,7 +152,7 @@ class CallState:
         if self.last_sequence is None:
             return False
         return all(
-            (ch.next_seq or 0) > self.last_sequence.get(index, -1)
+            ch.next_seq > self.last_sequence.get(index, -1)
             for index, ch in self.channels.items()
         )
 
@@ -190,8 +190,6 @@ class SequenceOutcome:
 
 def sequence_outcome(channel: ChannelState, seq: int) -> str:
     """Classify a chunk's sequence number against the channel."""
-    if channel.next_seq is None:
-        return SequenceOutcome.READY
     if seq < channel.next_seq:
         return SequenceOutcome.LATE if seq in channel.skipped else SequenceOutcome.DUPLICATE
     if seq > channel.next_seq:
@@ -209,7 +207,6 @@ def next_in_order(
     ready: list[tuple[Incoming, int]] = []
     missing = 0
     while channel.waiting:
-        assert channel.next_seq is not None
         if channel.next_seq in channel.waiting:
             ready.append((channel.waiting.pop(channel.next_seq), missing))
             missing = 0

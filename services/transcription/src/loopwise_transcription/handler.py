@@ -323,15 +323,13 @@ class TranscriptionHandler:
         if outcome == SequenceOutcome.WAIT:
             channel.waiting[chunk.sequence] = incoming
             return self._drain(call, channel, now)
+        # A channel entered mid-stream (a restart replaying from held offsets) waits for the
+        # chunks before like any gap, then moves past them with its position estimated.
         emits: list[Emit] = []
-        if channel.next_seq is None and chunk.sequence > 0 and chunk.start_ms is None:
-            # First chunk seen mid-stream (a restart replaying from held offsets): estimate.
-            emits += self._feed(call, channel, incoming, now, chunk.sequence)
-        else:
-            if channel.waiting:
-                SEQUENCE_ANOMALIES.labels("reordered").inc()
-                channel.flags.add("audio_reordered")
-            emits += self._feed(call, channel, incoming, now, 0)
+        if channel.waiting:
+            SEQUENCE_ANOMALIES.labels("reordered").inc()
+            channel.flags.add("audio_reordered")
+        emits += self._feed(call, channel, incoming, now, 0)
         channel.next_seq = chunk.sequence + 1
         emits += self._drain(call, channel, now)
         if call.ending is not None and call.audio_complete():
