@@ -329,3 +329,45 @@ def test_topic_checkpoints_catch_what_doctored_files_hide(
     assert caught.returncode == 1, caught.stdout + caught.stderr
     assert "acme: truncated at seq 9" in caught.stdout
     assert f"signed record {head}" in caught.stdout
+
+
+def test_batch_command_exits_once_caught_up(
+    kafka_bootstrap: str,
+    topics: dict[str, str],
+    group_id: str,
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    events = [e for e in example_events(call_id="call-b") if not isinstance(e, AuditCheckpointV1)]
+    for event in events:
+        key, value, headers, _ = encode(event, source="cx-test")
+        produce_raw(kafka_bootstrap, topic_of(event, topics), [(key, value, headers)])
+    db = tmp_path / "audit.db"
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "LOOPWISE_AUDIT_GROUP_ID": group_id,
+        "LOOPWISE_AUDIT_INPUT_TOPICS": json.dumps([topics[n] for n in pipeline_topics()]),
+        "LOOPWISE_AUDIT_DEAD_LETTER_TOPIC": topics["dlq"],
+        "LOOPWISE_AUDIT_CHECKPOINT_TOPIC": topics["checkpoints"],
+        "LOOPWISE_AUDIT_DATABASE_URL": f"sqlite:///{db}",
+        "LOOPWISE_AUDIT_CHECKPOINT_DIR": str(tmp_path / "cp"),
+        "LOOPWISE_AUDIT_HMAC_KEY": KEY,
+        "LOOPWISE_AUDIT_OBSERVABILITY__LOG_LEVEL": "WARNING",
+    }
+    command = [sys.executable, "-m", "loopwise_audit", "batch", "--idle-s", "2"]
+    first = subprocess.run(
+        [*command, "--timeout-s", "90"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert f"consumed {len(events)} events" in first.stdout
+    assert count(f"sqlite:///{db}") == len(events)
+    # Run again: the group's offsets were committed, so nothing is read twice.
+    again = subprocess.run(
+        [*command, "--timeout-s", "60"], env=env, capture_output=True, text=True, timeout=90
+    )
+    assert again.returncode == 0 and "consumed 0 events" in again.stdout
+    assert count(f"sqlite:///{db}") == len(events)

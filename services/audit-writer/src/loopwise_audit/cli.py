@@ -64,6 +64,17 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from loopwise_audit.worker import AuditService
+
+    settings = load_settings(AuditWorkerSettings)
+    obs = settings.observability
+    configure_logging("audit-writer", log_format=obs.log_format, level=obs.log_level)
+    consumed = AuditService(settings).run_until_idle(args.idle_s, args.timeout_s)
+    print(f"consumed {consumed} events; stopped after {args.idle_s:g} s without input")
+    return 0
+
+
 def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings(AuditWorkerSettings)
     settings.keyring()
@@ -199,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="consume every pipeline topic and write the trail").set_defaults(
         func=_run
     )
+    batch = sub.add_parser(
+        "batch", help="like run, but exit once no input arrived for --idle-s seconds"
+    )
+    batch.add_argument("--idle-s", type=float, default=10.0, help="quiet time that ends the run")
+    batch.add_argument("--timeout-s", type=float, default=None, help="stop after this long anyway")
+    batch.set_defaults(func=_batch)
     sub.add_parser("check-config", help="validate settings, database and checkpoint directory")
     sub.choices["check-config"].set_defaults(func=_check_config)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -175,6 +175,40 @@ class AuditService:
     def stop(self, *_: Any) -> None:
         """Ask the worker to drain and stop."""
         self.worker.stop()
+
+    def run_until_idle(self, idle_s: float, timeout_s: float | None = None) -> int:
+        """Consume until no message arrived for `idle_s` seconds (backfills, cron); return count."""
+        consumed = [0]
+        handle = self.worker.handler
+
+        def counting(incoming: Incoming) -> Iterable[Emit]:
+            consumed[0] += 1
+            return handle(incoming)
+
+        self.worker.handler = counting
+        stop = threading.Event()
+
+        def watch() -> None:
+            started = last_change = time.monotonic()
+            seen = -1
+            while not stop.wait(0.2):
+                now = time.monotonic()
+                if consumed[0] != seen:
+                    seen, last_change = consumed[0], now
+                caught_up = self.worker.ready() and now - last_change >= idle_s
+                if caught_up or (timeout_s is not None and now - started >= timeout_s):
+                    self.worker.stop()
+                    return
+
+        watcher = threading.Thread(target=watch, name="audit-idle-watch", daemon=True)
+        watcher.start()
+        self.worker.install_signal_handlers()
+        try:
+            self.run()
+        finally:
+            stop.set()
+            watcher.join(5)
+        return consumed[0]
 
 
 def read_checkpoint_topic(
