@@ -111,6 +111,17 @@ def test_show_tells_the_story_of_a_call(trail: dict[str, str]) -> None:
     assert all("sealed" in line for line in lines[1:])
     assert cli(trail, "show", "no-such-call").returncode == 1
 
+    # Reading the trail is itself recorded (PCI DSS 10.2.1.3), and the chain still verifies.
+    again = cli(trail, "show", "call-000002", "--actor", "auditor-9")
+    assert "audit.show" in again.stdout.splitlines()[-1]
+    assert "by user:" in again.stdout.splitlines()[-1]
+    third = cli(trail, "show", "call-000002", "--no-access-record")
+    assert "not recorded" in third.stderr
+    final = cli(trail, "show", "call-000002", "--no-access-record").stdout.splitlines()
+    assert final[0] == "call call-000002 of tenant acme: 18 audit records"
+    assert "by user:auditor-9" in final[-1]
+    assert cli(trail, "verify").returncode == 0
+
 
 def test_check_config_names_a_missing_key(trail: dict[str, str]) -> None:
     env = {**trail, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}

@@ -7,6 +7,8 @@ database URL and checkpoint directory can be given as options too.
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,14 +164,12 @@ def _export(args: argparse.Namespace) -> int:
     try:
         if _no_table(store):
             return EXIT_FAULT
+        since, until = _moment(args.since), _moment(args.until)
         summary = export_tenant(
-            store,
-            settings.checkpoint_dir,
-            args.tenant,
-            args.out,
-            since=_moment(args.since),
-            until=_moment(args.until),
+            store, settings.checkpoint_dir, args.tenant, args.out, since=since, until=until
         )
+        details = {"since": since, "until": until, "records": summary.records}
+        _record_access(args, store, [args.tenant], "audit.export", None, details)
     finally:
         store.close()
     span = f"seq {summary.first_seq}..{summary.last_seq}" if summary.records else "no records"
@@ -188,14 +188,36 @@ def _show(args: argparse.Namespace) -> int:
     try:
         if _no_table(store):
             return EXIT_FAULT
-        lines = call_story(store, args.call_id, args.tenant)
+        story = call_story(store, args.call_id, args.tenant)
+        if story.lines:
+            _record_access(args, store, story.tenants, "audit.show", args.call_id, {})
     finally:
         store.close()
-    if not lines:
+    if not story.lines:
         print(f"no audit records for call {args.call_id}", file=sys.stderr)
         return EXIT_FAULT
-    print("\n".join(lines))
+    print("\n".join(story.lines))
     return 0
+
+
+def _record_access(
+    args: argparse.Namespace,
+    store: Any,
+    tenants: list[str],
+    action: str,
+    call_id: str | None,
+    details: dict[str, Any],
+) -> None:
+    """Append who read what to the trail itself, unless told not to (read-only replicas)."""
+    from loopwise_audit.evidence import access_entry
+
+    if args.no_access_record:
+        print(f"note: this {action} was not recorded in the trail", file=sys.stderr)
+        return
+    actor = args.actor or os.environ.get("LOOPWISE_AUDIT_ACTOR") or getpass.getuser()
+    store.append(
+        [access_entry(t, action, actor, call_id=call_id, details=details) for t in tenants]
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     def trail_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--database-url", help="override LOOPWISE_AUDIT_DATABASE_URL")
         p.add_argument("--checkpoint-dir", type=Path, help="override LOOPWISE_AUDIT_CHECKPOINT_DIR")
+
+    def access_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--actor", help="who reads (default: LOOPWISE_AUDIT_ACTOR or the OS user)")
+        p.add_argument(
+            "--no-access-record",
+            action="store_true",
+            help="do not append this read to the trail (for read-only replicas)",
+        )
 
     sub.add_parser("run", help="consume every pipeline topic and write the trail").set_defaults(
         func=_run
@@ -234,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="write a tenant's records and checkpoints for an auditor"
     )
     trail_options(export)
+    access_options(export)
     export.add_argument("--tenant", required=True, help="tenant whose chain is exported")
     export.add_argument("--since", help="recorded at or after (RFC 3339 date or time, UTC)")
     export.add_argument("--until", help="recorded before (RFC 3339 date or time, UTC)")
@@ -242,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", help="tell the story of one call, check by check")
     trail_options(show)
+    access_options(show)
     show.add_argument("call_id", help="the call")
     show.add_argument("--tenant", help="tenant of the call (default: search every tenant)")
     show.set_defaults(func=_show)

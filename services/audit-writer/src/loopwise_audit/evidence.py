@@ -11,20 +11,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loopwise_audit.chain import CHAIN_SCHEME, RECORD_DOMAIN, canonical_json
+from loopwise_audit.chain import CHAIN_SCHEME, RECORD_DOMAIN, canonical_json, sha256_hex
 from loopwise_audit.checkpoints import KeyRing, load_checkpoints
+from loopwise_audit.handler import RECORD_VERSION, AuditEntry, utc_text
 from loopwise_audit.store import AuditStore, StoredRecord
 from loopwise_audit.verify import ChainReport, hash_ok, signed_heads, verify_chain
 
 RECORDS_FILE = "records.jsonl"
 CHECKPOINTS_FILE = "checkpoints.jsonl"
 MANIFEST_FILE = "manifest.json"
+ACCESS_EVENT_TYPE = "io.loopwise.audit.access.v1"
+"""Type of the records the CLI writes when someone reads the trail (not a Kafka event)."""
 
 
 @dataclass(frozen=True)
@@ -187,15 +192,25 @@ def _story_detail(facts: dict[str, Any]) -> str:
     return ""
 
 
-def call_story(store: AuditStore, call_id: str, tenant: str | None = None) -> list[str]:
-    """Lines that tell what happened to one call, check by check, in the order it was recorded."""
-    lines: list[str] = []
+@dataclass
+class CallStory:
+    """One call's audit records as lines for people, and the tenants they belong to."""
+
+    tenants: list[str]
+    lines: list[str]
+
+
+def call_story(store: AuditStore, call_id: str, tenant: str | None = None) -> CallStory:
+    """What happened to one call, check by check, in the order it was recorded."""
+    story = CallStory([], [])
+    lines = story.lines
     with store.reader() as conn:
         tenants = [tenant] if tenant else store.tenants(conn)
         for t in tenants:
             records = list(store.records(conn, t, call_id=call_id))
             if not records:
                 continue
+            story.tenants.append(t)
             lines.append(f"call {call_id} of tenant {t}: {len(records)} audit records")
             for r in records:
                 facts = r.facts()
@@ -211,4 +226,42 @@ def call_story(store: AuditStore, call_id: str, tenant: str | None = None) -> li
                     f"by {actor.get('type')}:{actor.get('id')}{version}  {_story_detail(facts)}"
                     f"  ({seal}, event {r.event_id})"
                 )
-    return lines
+    return story
+
+
+def access_entry(
+    tenant: str,
+    action: str,
+    actor: str,
+    *,
+    call_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """An audit record of someone reading the trail (PCI DSS 10.2.1.3: access to audit logs)."""
+    now = utc_text(datetime.now(UTC))
+    event_id = f"audit-access-{uuid.uuid4()}"
+    facts_details = details or {}
+    facts = {
+        "v": RECORD_VERSION,
+        "tenant_id": tenant,
+        "event_id": event_id,
+        "event_type": ACCESS_EVENT_TYPE,
+        "action": action,
+        "actor": {"type": "user", "id": actor},
+        "via": "loopwise-audit",
+        "occurred_at": now,
+        "event_time": now,
+        "origin": {"source": "loopwise-audit", "host": socket.gethostname()},
+        "outcome": "success",
+        "result": "read",
+        "call_id": call_id,
+        "subject": {},
+        "resource": f"call:{call_id}" if call_id else "tenant",
+        "producer": None,
+        "policy_version": None,
+        "derived_from": [],
+        "derived_from_count": 0,
+        "details": facts_details,
+        "event_sha256": sha256_hex(canonical_json(facts_details).encode("utf-8")),
+    }
+    return AuditEntry(tenant, event_id, ACCESS_EVENT_TYPE, call_id, now, facts)
