@@ -57,7 +57,7 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def test_verify_passes_then_names_the_edited_record(trail: dict[str, str]) -> None:
     ok = cli(trail, "verify")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "acme: 200 records verified, head seq 200, 4 checkpoint(s) matched: OK" in ok.stdout
+    assert "acme: 200 records verified, up to seq 200, 4 checkpoint(s) matched: OK" in ok.stdout
     db = sqlite3.connect(trail["DB_PATH"])
     db.execute("DROP TRIGGER audit_records_no_update")
     db.execute("UPDATE audit_records SET body = replace(body, 'success', 'failure') WHERE seq = 77")
@@ -65,6 +65,7 @@ def test_verify_passes_then_names_the_edited_record(trail: dict[str, str]) -> No
     db.close()
     bad = cli(trail, "verify")
     assert bad.returncode == 1
+    assert "acme: 76 records verified, up to seq 76" in bad.stdout
     assert "first bad record: acme: edited at seq 77" in bad.stdout
 
 

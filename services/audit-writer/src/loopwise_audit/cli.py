@@ -146,7 +146,7 @@ def _verify(args: argparse.Namespace) -> int:
     for chain in report.chains:
         state = "OK" if chain.ok else "FAULT"
         print(
-            f"{chain.tenant_id}: {chain.records} records verified, head seq {chain.head_seq}, "
+            f"{chain.tenant_id}: {chain.records} records verified, up to seq {chain.head_seq}, "
             f"{chain.checkpoints} checkpoint(s) matched: {state}"
         )
         if chain.fault is not None:

@@ -117,6 +117,7 @@ class _Walk:
 
     def fault(self, kind: FaultKind, seq: int, event_id: str | None, detail: str) -> ChainReport:
         self.report.fault = Fault(self.tenant, kind, seq, event_id, detail)
+        self.report.head_seq = self.expected - 1  # the last record that verified
         return self.report
 
     def run(self, rows: Iterable[StoredRecord]) -> ChainReport:
