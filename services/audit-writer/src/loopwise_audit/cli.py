@@ -282,11 +282,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `loopwise-audit`."""
+    from sqlalchemy.exc import OperationalError
+
+    from loopwise_audit.store import UnguardedStore
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except ConfigurationError as exc:
         return int(exc.code or 2)
+    except UnguardedStore as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:
+        print(f"error: the audit database cannot be used: {exc.orig}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
