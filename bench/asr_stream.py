@@ -40,20 +40,28 @@ PROMPTS = [
 CHUNK_MS = 100
 
 
-def call_audio(rng: np.random.Generator, seconds: float) -> tuple[list[np.ndarray], int]:
-    """Two 8 kHz channels, the parties taking turns with prompts and pauses."""
+def references() -> dict[str, str]:
+    """Reference text of each clip, from the manifest."""
+    lines = (CLIPS.parent / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    return {Path(c["file"]).name: c["reference_text"] for c in map(json.loads, lines)}
+
+
+def call_audio(rng: np.random.Generator, seconds: float) -> tuple[list[np.ndarray], list[str]]:
+    """Two 8 kHz channels, the parties taking turns with prompts and pauses; the prompts said."""
     import soundfile  # type: ignore[import-untyped]
 
     channels = [np.zeros(int(seconds * 8000), dtype=np.int16) for _ in range(2)]
-    at, turn, turns = int(rng.uniform(0.3, 1.5) * 8000), 0, 0
+    at, turn, said = int(rng.uniform(0.3, 1.5) * 8000), 0, []
     while True:
-        clip, _ = soundfile.read(str(CLIPS / PROMPTS[rng.integers(len(PROMPTS))]), dtype="int16")
+        name = PROMPTS[rng.integers(len(PROMPTS))]
+        clip, _ = soundfile.read(str(CLIPS / name), dtype="int16")
         if at + clip.size > channels[0].size:
             break
         channels[turn][at : at + clip.size] = clip
         at += clip.size + int(rng.uniform(0.6, 1.5) * 8000)
-        turn, turns = 1 - turn, turns + 1
-    return channels, turns
+        turn = 1 - turn
+        said.append(name)
+    return channels, said
 
 
 def main() -> int:
@@ -130,7 +138,7 @@ def main() -> int:
     now = datetime.now(UTC)
     common = {"tenant_id": "bench", "occurred_at": now}
     rng = np.random.default_rng(7)
-    warm_audio, _ = call_audio(rng, 5.0)
+    warm_audio, _ = call_audio(rng, 12.0)
     send(
         topics["calls"],
         CallStartedV1(call_id=warm, queue="q", region="r", audio=fmt, channels=roles, **common),
@@ -156,7 +164,8 @@ def main() -> int:
         return 1
 
     calls = {f"bench-{run}-{i}": call_audio(rng, args.seconds) for i in range(args.calls)}
-    expected = sum(turns for _, turns in calls.values())
+    expected = sum(len(said) for _, said in calls.values())
+    texts: dict[str, list[tuple[float, str]]] = {call_id: [] for call_id in calls}
     starts: dict[str, float] = {}
 
     def stream(call_id: str, channels: list[np.ndarray]) -> None:
@@ -214,6 +223,7 @@ def main() -> int:
         if segment["call_id"] not in starts:
             continue
         received += 1
+        texts[segment["call_id"]].append((segment["start_s"], segment["text"]))
         if segment["flags"] and "max_length_split" in segment["flags"]:
             continue
         latencies.append(arrived - (starts[segment["call_id"]] + segment["end_s"]))
@@ -230,6 +240,19 @@ def main() -> int:
         print("no segments received", file=sys.stderr)
         return 1
     p50, p95 = np.percentile(latencies, [50, 95])
+    import jiwer
+    from asr_wer import normalise  # this folder is on sys.path when run as a script
+
+    refs = references()
+    truth = [normalise(" ".join(refs[n] for n in said)) for _, said in calls.values()]
+    heard = [normalise(" ".join(t for _, t in sorted(texts[c]))) for c in calls]
+    beam = os.environ.get("LOOPWISE_TRANSCRIPTION_REALTIME_BEAM_SIZE") or os.environ.get(
+        "LOOPWISE_TRANSCRIPTION_BEAM_SIZE", "5 (default)"
+    )
+    print(f"streaming beam size: {beam}; streamed WER {100 * jiwer.wer(truth, heard):.2f}%")
+    if os.environ.get("BENCH_VERBOSE"):
+        for t, h in zip(truth, heard, strict=True):
+            print(f"  said:  {t}\n  heard: {h}")
     print(
         f"{args.calls} calls x {args.seconds:.0f} s, 2 channels, 8 kHz mu-law, "
         f"{CHUNK_MS} ms chunks: "

@@ -139,8 +139,12 @@ def test_two_party_mulaw_call_streamed_in_chunks_comes_out_in_order_with_roles(
     script = [(0.4, 0, "hold"), (3.2, 1, "phone"), (7.1, 0, "password")]
     channels = two_party_call(script, seconds=11.0)
     produce_events(kafka_bootstrap, topics["calls"], [call_started("call-duo")])
-    produce_events(kafka_bootstrap, topics["audio"], mulaw_chunks("call-duo", channels))
-    last = {"0": len(channels[0]) // 1600 - 1, "1": len(channels[1]) // 1600 - 1}
+    produce_events(
+        kafka_bootstrap,
+        topics["audio"],
+        mulaw_chunks("call-duo", channels, chunk_ms=100, start_ms=True),
+    )
+    last = {"0": len(channels[0]) // 800 - 1, "1": len(channels[1]) // 800 - 1}
     produce_events(kafka_bootstrap, topics["calls"], [call_ended("call-duo", last)])
 
     out = values(read_topic(kafka_bootstrap, topics["out"], expect=3, timeout_s=120, settle_s=1))

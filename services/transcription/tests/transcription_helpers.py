@@ -100,9 +100,16 @@ def call_ended(
 
 
 def mulaw_chunks(
-    call_id: str, channels: list[np.ndarray], chunk_ms: int = 200, tenant: str = "acme"
+    call_id: str,
+    channels: list[np.ndarray],
+    chunk_ms: int = 200,
+    tenant: str = "acme",
+    start_ms: bool = False,
 ) -> list[AudioChunkV1]:
-    """The channels as mu-law chunks, interleaved in time order, sequence numbers per channel."""
+    """The channels as mu-law chunks, interleaved in time order, sequence numbers per channel.
+
+    With `start_ms`, each chunk says where it starts in the call (as most platforms do).
+    """
     step = 8 * chunk_ms
     chunks = []
     for seq, at in enumerate(range(0, max(c.size for c in channels), step)):
@@ -117,6 +124,7 @@ def mulaw_chunks(
                     occurred_at=datetime.now(UTC),
                     channel=index,
                     sequence=seq,
+                    start_ms=at // 8 if start_ms else None,
                     audio=encode_g711(piece, "mulaw"),
                 )
             )

@@ -60,6 +60,7 @@ class ChannelState:
     skipped: set[int] = field(default_factory=set)
     marks: deque[ChunkMark] = field(default_factory=deque)
     flags: set[str] = field(default_factory=set)
+    received: int = 0  # input samples (at the channel's rate) accounted for, holes included
 
     def __post_init__(self) -> None:
         self.cutter = UtteranceCutter(self.vad)
@@ -78,16 +79,20 @@ class ChannelState:
         chunk = incoming.event
         assert isinstance(chunk, AudioChunkV1)
         utterances: list[Utterance] = []
-        per_chunk = self.chunk_samples(chunk) * MODEL_RATE // self.rate
+        # Positions are compared in input samples: the resampler's output lags its input.
+        hole = 0
         if chunk.start_ms is not None:
-            at = chunk.start_ms * (MODEL_RATE // 1000)
-            if at > self.cutter.position + MODEL_RATE // 10:
-                utterances += self._wrap(self.cutter.skip_to(at), now)
+            at = chunk.start_ms * self.rate // 1000
+            if at - self.received > self.rate // 4:  # over 250 ms of audio never came
+                hole = at - self.received
         elif missing:
-            utterances += self._wrap(
-                self.cutter.skip_to(self.cutter.position + missing * per_chunk), now
-            )
+            hole = missing * self.chunk_samples(chunk)
             self.flags.add("offset_estimated")
+        if hole:
+            self.received += hole
+            skip = self.cutter.position + hole * MODEL_RATE // self.rate
+            utterances += self._wrap(self.cutter.skip_to(skip), now)
+        self.received += self.chunk_samples(chunk)
         samples = self.resampler.push(decode_chunk(chunk.audio, self.encoding, self.rate))
         end = self.cutter.position + samples.size
         self.marks.append(

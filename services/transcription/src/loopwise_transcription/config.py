@@ -33,6 +33,13 @@ class AsrSettings(BaseSettings):
         default="int8", description="CTranslate2 compute type: int8, int8_float16, float16, ..."
     )
     beam_size: int = Field(default=5, ge=1, le=20, description="Beam width of the decoder")
+    realtime_beam_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=20,
+        description="Beam width for streaming utterances (unset: beam_size); 1 trades "
+        "accuracy for latency when one instance carries many calls",
+    )
     cpu_threads: int = Field(default=2, ge=1, le=64, description="Threads the decoder uses")
     language: str = Field(
         default="auto",

@@ -111,6 +111,7 @@ class Engine:
         language: str | None = None,
         vocabulary: tuple[str, ...] = (),
         vad_filter: bool = False,
+        beam_size: int | None = None,
     ) -> list[AsrSegment]:
         """Transcribe 16 kHz mono samples; times are shifted by `offset_s`."""
         if samples.size < MODEL_RATE // 10:
@@ -129,7 +130,7 @@ class Engine:
         segments, info = self._model.transcribe(
             np.ascontiguousarray(samples, dtype=np.float32),
             language=forced,
-            beam_size=s.beam_size,
+            beam_size=beam_size or s.beam_size,
             temperature=list(s.temperatures),
             condition_on_previous_text=s.condition_on_previous_text,
             initial_prompt=prompt,

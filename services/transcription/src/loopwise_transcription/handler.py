@@ -70,6 +70,7 @@ class Recognizer(Protocol):
         language: str | None = None,
         vocabulary: tuple[str, ...] = (),
         vad_filter: bool = False,
+        beam_size: int | None = None,
     ) -> list[AsrSegment]:
         """Transcribe 16 kHz samples."""
         ...
@@ -399,6 +400,7 @@ class TranscriptionHandler:
                 offset_s=offset_s,
                 language=call.language,
                 vocabulary=self.vocabulary.for_tenant(call.started.tenant_id),
+                beam_size=self.asr.realtime_beam_size,
             )
         )
         spent = time.perf_counter() - started
