@@ -64,6 +64,11 @@ rules:
     when: "queue == sla-q"
     outcome: hold
     sla: 1s
+  - id: slow-sla-queue
+    scope: call
+    when: "queue == slow-sla-q"
+    outcome: hold
+    sla: 12s
   - id: sample-queue
     scope: call
     when: "queue == sample-q"

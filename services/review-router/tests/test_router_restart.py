@@ -130,3 +130,77 @@ def test_sigkill_mid_run_loses_no_hold_and_releases_nothing_twice(
         assert per_call[f"r-auto-{i}"][0]["release"] == "auto"
     # no decision was refused: no hold was lost across the kills
     assert read_topic(kafka_bootstrap, router_topics["dlq"], expect=1, timeout_s=2) == []
+
+
+def test_rebalance_moves_holds_and_sla_clocks_to_the_surviving_worker(
+    kafka_bootstrap: str,
+    router_topics: dict[str, str],
+    router_factory: Callable[..., Any],
+    router_kit: Any,
+) -> None:
+    n_held, n_slow = 12, 6
+    scripts = [
+        router_kit.call_script(f"b-hold-{i}", queue="hold-q", segments=1) for i in range(n_held)
+    ] + [
+        router_kit.call_script(f"b-slow-{i}", queue="slow-sla-q", segments=1) for i in range(n_slow)
+    ]
+
+    def ready(proc: Any) -> Any:
+        proc.start()
+        assert wait_for(proc.ready, 120, 0.25), f"router not ready:\n{proc.log_tail()}"
+        return proc
+
+    first = ready(router_factory(**FAST_GROUP))
+    by_topic: dict[str, list[TenantEvent]] = defaultdict(list)
+    for script in scripts:
+        for kind in ("calls", "transcripts", "sentiment", "compliance", "ended"):
+            by_topic[router_topics["calls" if kind == "ended" else kind]].extend(
+                script.events[kind]
+            )
+    for topic, events in by_topic.items():
+        produce_events(kafka_bootstrap, topic, events)
+
+    def created() -> dict[str, list[dict[str, Any]]]:
+        records = everything(kafka_bootstrap, router_topics["tasks"], n_held + n_slow)
+        return {
+            task_id: copies
+            for task_id, copies in distinct(records, "task_id").items()
+            if any("due_at" in c and "level" not in c and "action" not in c for c in copies)
+        }
+
+    assert wait_for(lambda: len(created()) >= n_held + n_slow, 120, 0.5), first.log_tail()
+    tasks = created()
+    # a second worker joins (the group rebalances), then the first dies without a goodbye
+    second = ready(router_factory(**FAST_GROUP))
+    first.kill()
+    decisions = [
+        router_kit.review_decision(copies[0]["call_id"], task_id)
+        for task_id, copies in tasks.items()
+        if copies[0]["call_id"].startswith("b-hold-")
+    ]
+    assert len(decisions) == n_held
+    produce_events(kafka_bootstrap, router_topics["decisions"], decisions)
+
+    def released() -> set[str]:
+        records = everything(kafka_bootstrap, router_topics["outcomes"], n_held + n_slow)
+        return {
+            c[0]["call_id"]
+            for c in distinct(records, "outcome_id").values()
+            if c[0]["scope"] == "call" and c[0]["release"] == "reviewed"
+        }
+
+    assert wait_for(lambda: len(released()) >= n_held, 120, 0.5), second.log_tail()
+    assert released() == {f"b-hold-{i}" for i in range(n_held)}
+
+    def escalated() -> set[str]:
+        records = everything(kafka_bootstrap, router_topics["tasks"], n_held + n_slow)
+        return {
+            json.loads(r.value or b"{}")["call_id"]
+            for r in records
+            if r.headers["ce_type"] == b"io.loopwise.review.task.escalated.v1"
+        }
+
+    # the 12 s SLA clocks of the slow calls, started on the first worker, still fire
+    assert wait_for(lambda: len(escalated()) >= n_slow, 120, 1.0), second.log_tail()
+    assert escalated() == {f"b-slow-{i}" for i in range(n_slow)}
+    assert read_topic(kafka_bootstrap, router_topics["dlq"], expect=1, timeout_s=2) == []
