@@ -212,8 +212,9 @@ def test_reload_keeps_state_and_rejects_a_broken_file(policy_file: Path, router_
 
     policy_file.write_text(text.replace('"queue == hold-q"', '"queue == other-q"'))
     time.sleep(0.01)
-    loaded = holder.reload(force=True)
+    loaded = holder.reload()  # the file changed: the periodic check picks it up
     assert loaded.result == "loaded" and holder.current.version != first
+    assert holder.reload().result == "unchanged"
     # the hold taken under the old policy survives the reload and is released by its decision
     (outcome,) = of(
         driver.feed(router_kit.review_decision("c-r1", task.task_id)), ReleasedOutcomeV1

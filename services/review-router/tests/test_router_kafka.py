@@ -119,3 +119,56 @@ def test_sampled_share_follows_the_draws(
     released = outputs(kafka_bootstrap, router_topics["outcomes"], router_kit, 2 * n, timeout_s=60)
     call_releases = Counter(b["release"] for _, b in released if b["scope"] == "call")
     assert call_releases == {"sampled": len(expected), "auto": n - len(expected)}
+
+
+def test_sighup_reloads_the_policy_and_a_broken_file_is_rejected(
+    kafka_bootstrap: str,
+    router_topics: dict[str, str],
+    router_factory: Callable[..., Any],
+    router_kit: Any,
+    policy_file: Any,
+) -> None:
+    import signal
+
+    # a long reload interval: only SIGHUP can make it pick the file up within this test
+    router = started(
+        router_factory(
+            LOOPWISE_ROUTER_RELOAD_INTERVAL_S="3600",
+            LOOPWISE_ROUTER_OBSERVABILITY__LOG_LEVEL="INFO",
+        )
+    )
+    held = router_kit.call_script("h-before", queue="hold-q", segments=1)
+    send_calls(kafka_bootstrap, router_topics, [held])
+    first = outputs(kafka_bootstrap, router_topics["routing"], router_kit, 2, timeout_s=60)
+    version = first[-1][1]["policy_version"]
+
+    text = policy_file.read_text()
+    policy_file.write_text(text.replace("outcome: hold\n    priority: p2", "outcome: hodl"))
+    router.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "policy_rejected" in router.log_tail(200_000), 30), router.log_tail()
+    rejected = next(
+        line for line in router.log_tail(200_000).splitlines() if "policy_rejected" in line
+    )
+    assert str(policy_file) in rejected and '"line": 20' in rejected, rejected
+    assert '"rule": "hold-queue"' in rejected, rejected
+
+    policy_file.write_text(text.replace('"queue == hold-q"', '"queue == auto-q"'))
+    router.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "policy_loaded" in router.log_tail(200_000), 30), router.log_tail()
+    after = router_kit.call_script("h-after", segments=1)  # queue auto-q: held under the new one
+    send_calls(kafka_bootstrap, router_topics, [after])
+    routing = outputs(kafka_bootstrap, router_topics["routing"], router_kit, 4, timeout_s=60)
+    calls = {b["call_id"]: b for _, b in routing if b["scope"] == "call"}
+    assert calls["h-after"]["outcome"] == "hold" and calls["h-after"]["policy_version"] != version
+    assert calls["h-before"]["policy_version"] == version
+
+    # the hold taken under the old policy is still there and is released by its decision
+    tasks = outputs(kafka_bootstrap, router_topics["tasks"], router_kit, 2, timeout_s=30)
+    task_id = next(b["task_id"] for _, b in tasks if b["call_id"] == "h-before")
+    produce_events(
+        kafka_bootstrap,
+        router_topics["decisions"],
+        [router_kit.review_decision("h-before", task_id)],
+    )
+    released = outputs(kafka_bootstrap, router_topics["outcomes"], router_kit, 3, timeout_s=30)
+    assert any(b["call_id"] == "h-before" and b["release"] == "reviewed" for _, b in released)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -229,3 +230,18 @@ def test_shipped_policy_is_valid_and_check_config_cli(tmp_path: Path) -> None:
     )
     assert fail.returncode == 2
     assert f"{bad}:9: rule negative-customer:" in fail.stderr
+
+
+def test_run_refuses_to_start_with_a_broken_policy(tmp_path: Path) -> None:
+    bad = write(tmp_path, BASE.replace('"sentiment.score <= -0.5"', '"sentiment.score <= x"'))
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "loopwise_router", "run", "--policy", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert f"{bad}:9: rule negative-customer:" in done.stderr
