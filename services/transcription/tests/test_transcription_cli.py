@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from loopwise_transcription.audio import encode_g711
@@ -63,13 +64,30 @@ def test_batch_transcribes_stereo_as_two_parties_and_raw_mulaw(
     assert 0 < line["confidence"] <= 1 and line["end"] > line["start"]
 
 
-def test_batch_reports_unreadable_files_and_goes_on(asr_data: Path, tmp_path: Path) -> None:
+def write_mp3(path: Path, pcm: np.ndarray, rate: int) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mp3", rate=rate)
+        stream.layout = "mono"  # type: ignore[union-attr]
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:  # type: ignore[union-attr]
+            container.mux(packet)
+
+
+def test_batch_reads_mp3_reports_unreadable_files_and_goes_on(
+    asr_data: Path, tmp_path: Path
+) -> None:
     junk = tmp_path / "notes.wav"
     junk.write_text("not audio at all")
-    result = cli("batch", str(junk), str(asr_data / "asterisk_8k_pls-hold-while-try.wav"))
+    mp3 = tmp_path / "prompt.mp3"
+    write_mp3(mp3, pcm8k("hold"), 8000)
+    result = cli("batch", str(junk), str(mp3))
     assert result.returncode == 1
     assert "notes.wav" in result.stderr
     (line,) = [json.loads(x) for x in result.stdout.splitlines()]
+    assert line["file"] == str(mp3) and line["speaker"] == "mixed"
     assert word_errors(PROMPTS["hold"][1], line["text"]) < 0.3
 
 
