@@ -1,17 +1,14 @@
 """The router's pure core: one event (or a clock tick) and a call's state in, outputs out.
 
 No Kafka here. The app loads a call's state from its table, calls `Router.handle`
-or `Router.tick`, sends the outputs, then stores the state. Output ids are
-derived from the routed item (not from the input event), so whichever input or
-tick releases an item, it is released under one id.
+or `Router.tick`, sends the outputs, then stores the state. The events themselves
+are built in `outputs.py`.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from loopwise.events import (
@@ -20,24 +17,14 @@ from loopwise.events import (
     CallMetadataV1,
     CallSentimentV1,
     CallStartedV1,
-    ComplianceFinding,
-    FiredCondition,
-    ModelRef,
-    ReleasedOutcomeV1,
-    ReleasedSegment,
     ReviewDecisionV1,
-    ReviewTaskCreatedV1,
-    ReviewTaskEscalatedV1,
-    ReviewTaskExpiredV1,
-    RoutingDecisionV1,
     SegmentComplianceV1,
     SegmentSentimentV1,
-    TaskSegment,
     TenantEvent,
     TranscriptSegmentV1,
 )
-from loopwise.events.base import PartyRole
 from loopwise.kafka.intake import Emit
+from loopwise_router.outputs import MAX_DERIVED, OutputEvents, OutputTopics, item_id
 from loopwise_router.policy import Policy, Priority
 from loopwise_router.routing import Verdict, route_call, route_segment
 from loopwise_router.state import (
@@ -48,28 +35,13 @@ from loopwise_router.state import (
     TaskState,
 )
 
-ID_NAMESPACE = uuid.UUID("3b7f2f0e-8f7e-4a43-9d0b-52f1d1a7c6aa")
-PARTY_ROLES = frozenset({"agent", "customer", "ivr", "supervisor", "mixed", "unknown"})
+__all__ = ["DecisionRejected", "JoinSettings", "OutputTopics", "Router", "item_id"]
+
 _RAISE: dict[str, Priority] = {"p4": "p3", "p3": "p2", "p2": "p1", "p1": "p1"}
-MAX_DERIVED = 2_000
 
 
 class DecisionRejected(ValueError):
     """A review decision that cannot be applied (unknown or already decided task)."""
-
-
-def item_id(kind: str, call_id: str, *parts: str) -> str:
-    """A stable id for a routed item: the same on every replay and from every code path."""
-    return f"{kind}-{uuid.uuid5(ID_NAMESPACE, '/'.join((call_id, *parts)))}"
-
-
-@dataclass(frozen=True)
-class OutputTopics:
-    """Where the router's outputs go."""
-
-    routing: str
-    tasks: str
-    outcomes: str
 
 
 @dataclass(frozen=True)
@@ -95,6 +67,7 @@ class Router:
         self.policy = policy
         self.topics = topics
         self.join = join or JoinSettings()
+        self.out = OutputEvents(policy, topics)
 
     # ---- inputs -------------------------------------------------------------------------
 
@@ -256,13 +229,15 @@ class Router:
                 task = self._open_task(state, verdict, "sample", "segment", seg, now)
         if task is not None:
             seg.task_id = task.task_id
-        emits.append(self._decision_event(state, verdict, "segment", seg, task, now))
+        emits.append(
+            self.out.decision(state, verdict, "segment", seg, task, now, self._missing(state, seg))
+        )
         if task is not None:
-            emits.append(self._task_event(state, task, verdict, [seg], now))
+            emits.append(self.out.task_created(state, task, verdict, [seg], now))
         if seg.status == "released":
             release = "sampled" if verdict.outcome == "sample" else "auto"
             emits.append(
-                self._outcome(
+                self.out.outcome(
                     state, "segment", [seg], release, now, task=task, seg_id=seg.segment_id
                 )
             )
@@ -282,13 +257,15 @@ class Router:
             state.call_status = "released"
             if verdict.outcome == "sample":
                 task = self._open_task(state, verdict, "sample", "call", None, now)
-        emits = [self._decision_event(state, verdict, "call", None, task, now)]
+        emits = [
+            self.out.decision(state, verdict, "call", None, task, now, self._missing(state, None))
+        ]
         if task is not None:
-            emits.append(self._task_event(state, task, verdict, segs, now))
+            emits.append(self.out.task_created(state, task, verdict, segs, now))
         if state.call_status == "released":
             release = "sampled" if verdict.outcome == "sample" else "auto"
             released = [s for s in segs if s.status == "released"]
-            emits.append(self._outcome(state, "call", released, release, now, task=task))
+            emits.append(self.out.outcome(state, "call", released, release, now, task=task))
         return emits
 
     def _open_task(
@@ -365,7 +342,7 @@ class Router:
         seg_id = task.segment_id if task.scope == "segment" else None
         suffix = () if task.kind == "hold" else ("reviewed",)
         return [
-            self._outcome(
+            self.out.outcome(
                 state,
                 task.scope,
                 released,
@@ -380,41 +357,19 @@ class Router:
         ]
 
     def _breach(self, state: CallState, task: TaskState, now: float) -> list[Emit]:
-        producer = self._producer()
         if task.level < task.max_level:
             task.level += 1
             task.priority = _RAISE[task.priority]
             task.due_at = now + task.sla_s
-            event: TenantEvent = ReviewTaskEscalatedV1(
-                tenant_id=state.tenant_id,
-                call_id=state.call_id,
-                occurred_at=_at(now),
-                producer=producer,
-                task_id=task.task_id,
-                level=task.level,
-                priority=task.priority,
-                due_at=_at(task.due_at),
-                reason=f"SLA of {task.sla_s}s passed without a decision (breach {task.level})",
-            )
-            return [Emit(self.topics.tasks, event, item_id("ev", task.task_id, f"esc{task.level}"))]
+            return [self.out.escalated(state, task, now)]
         task.status = "expired"
-        emits: list[Emit] = []
         if task.kind == "sample":
             action = "withdrawn"
         elif task.on_expiry == "release":
             action = "released_unreviewed"
         else:
             action = "kept_held"
-        expired = ReviewTaskExpiredV1(
-            tenant_id=state.tenant_id,
-            call_id=state.call_id,
-            occurred_at=_at(now),
-            producer=producer,
-            task_id=task.task_id,
-            reason=f"no decision after {task.level} escalation(s)",
-            action=cast(Any, action),
-        )
-        emits.append(Emit(self.topics.tasks, expired, item_id("ev", task.task_id, "expired")))
+        emits = [self.out.expired(state, task, action, now)]
         if action == "released_unreviewed":
             if task.scope == "segment":
                 segs = (
@@ -429,53 +384,9 @@ class Router:
             if task.scope == "call":
                 segs = [s for s in state.ordered_segments() if s.status == "released"]
             emits.append(
-                self._outcome(state, task.scope, segs, "expired", now, task=task, seg_id=seg_id)
+                self.out.outcome(state, task.scope, segs, "expired", now, task=task, seg_id=seg_id)
             )
         return emits
-
-    # ---- output events ------------------------------------------------------------------
-
-    def _producer(self) -> ModelRef:
-        policy = self.policy()
-        return ModelRef(name=f"routing-policy/{policy.name}", version=policy.version)
-
-    def _decision_event(
-        self,
-        state: CallState,
-        verdict: Verdict,
-        scope: str,
-        seg: SegmentState | None,
-        task: TaskState | None,
-        now: float,
-    ) -> Emit:
-        item = seg.segment_id if seg is not None else "call"
-        decision_id = item_id("rd", state.call_id, item)
-        reviewed = verdict.outcome != "auto"
-        event = RoutingDecisionV1(
-            tenant_id=state.tenant_id,
-            call_id=state.call_id,
-            occurred_at=_at(now),
-            producer=self._producer(),
-            derived_from=_sources(state, [seg] if seg is not None else state.ordered_segments()),
-            decision_id=decision_id,
-            scope=cast(Any, scope),
-            segment_id=seg.segment_id if seg is not None else None,
-            outcome=verdict.outcome,
-            rule_id=verdict.rule_id,
-            fired=[
-                FiredCondition(rule_id=f.rule_id, condition=f.condition[:500], observed=f.observed)
-                for f in verdict.fired[:200]
-            ],
-            policy_version=verdict.policy_version,
-            sampling_draw=verdict.sampling_draw,
-            sample_rate=verdict.sample_rate,
-            priority=verdict.priority if reviewed else None,
-            sla_s=verdict.sla_s if reviewed else None,
-            mode=verdict.mode if reviewed else None,
-            task_id=task.task_id if task is not None else None,
-            missing_inputs=self._missing(state, seg),
-        )
-        return Emit(self.topics.routing, event, decision_id)
 
     def _missing(self, state: CallState, seg: SegmentState | None) -> list[Any]:
         """Scores the join gave up waiting for (only those the router is set to wait for)."""
@@ -490,125 +401,3 @@ class Router:
         if self.join.needs_compliance and not compliance_in:
             missing.append("compliance")
         return missing
-
-    def _task_event(
-        self,
-        state: CallState,
-        task: TaskState,
-        verdict: Verdict,
-        segs: list[SegmentState],
-        now: float,
-    ) -> Emit:
-        reasons = [
-            f"{f.rule_id}: {f.condition}"
-            + (f" (saw {f.observed})" if f.observed is not None else "")
-            for f in verdict.fired
-        ][:50]
-        event = ReviewTaskCreatedV1(
-            tenant_id=state.tenant_id,
-            call_id=state.call_id,
-            occurred_at=_at(now),
-            producer=self._producer(),
-            derived_from=_sources(state, segs),
-            task_id=task.task_id,
-            scope=task.scope,
-            kind=task.kind,
-            mode=task.mode,
-            priority=task.priority,
-            due_at=_at(task.due_at),
-            rule_ids=task.rule_ids[:50],
-            reasons=[r[:500] for r in reasons],
-            policy_version=verdict.policy_version,
-            queue=state.queue,
-            language=(state.language or next((s.language for s in segs if s.language), None)),
-            segments=[_task_segment(s) for s in segs],
-            call_findings=(
-                [ComplianceFinding.model_validate(f) for f in state.call_findings or []]
-                if task.scope == "call"
-                else []
-            ),
-        )
-        return Emit(self.topics.tasks, event, item_id("ev", task.task_id, "created"))
-
-    def _outcome(
-        self,
-        state: CallState,
-        scope: str,
-        segs: list[SegmentState],
-        release: str,
-        now: float,
-        *,
-        task: TaskState | None = None,
-        seg_id: str | None = None,
-        decision: ReviewDecisionV1 | None = None,
-        dismissed: Iterable[str] = (),
-        suffix: tuple[str, ...] = (),
-    ) -> Emit:
-        item = seg_id if scope == "segment" and seg_id is not None else "call"
-        outcome_id = item_id("out", state.call_id, item, *suffix)
-        gone = set(dismissed)
-        findings = [f for s in segs for f in s.findings or []]
-        if scope == "call":
-            findings = list(state.call_findings or []) + findings
-        event = ReleasedOutcomeV1(
-            tenant_id=state.tenant_id,
-            call_id=state.call_id,
-            occurred_at=_at(now),
-            producer=self._producer(),
-            derived_from=_sources(state, segs) + ([decision.decision_id] if decision else []),
-            outcome_id=outcome_id,
-            scope=cast(Any, scope),
-            release=cast(Any, release),
-            verdict=decision.verdict if decision else None,
-            task_id=task.task_id if task is not None else None,
-            decision_id=decision.decision_id if decision else None,
-            policy_version=state.policy_version or self.policy().version,
-            segments=[_released_segment(s) for s in segs],
-            findings=[
-                ComplianceFinding.model_validate(f) for f in findings if f["finding_id"] not in gone
-            ][:500],
-        )
-        return Emit(self.topics.outcomes, event, outcome_id)
-
-
-def _at(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
-
-
-def _role(speaker: str) -> PartyRole:
-    return cast(PartyRole, speaker if speaker in PARTY_ROLES else "unknown")
-
-
-def _sources(state: CallState, segs: list[SegmentState]) -> list[str]:
-    ids = [i for s in segs for i in s.sources]
-    if len(segs) != 1:
-        ids = state.sources + ids
-    return ids[:MAX_DERIVED]
-
-
-def _task_segment(seg: SegmentState) -> TaskSegment:
-    return TaskSegment(
-        segment_id=seg.segment_id,
-        speaker=_role(seg.speaker),
-        start_s=seg.start_s,
-        end_s=max(seg.end_s, seg.start_s),
-        text=seg.text or "",
-        transcript_confidence=seg.confidence,
-        sentiment_label=cast(Any, seg.sentiment.label) if seg.sentiment else None,
-        sentiment_score=seg.sentiment.score if seg.sentiment else None,
-        sentiment_confidence=seg.sentiment.confidence if seg.sentiment else None,
-        findings=[ComplianceFinding.model_validate(f) for f in seg.findings or []],
-    )
-
-
-def _released_segment(seg: SegmentState) -> ReleasedSegment:
-    label = seg.relabel or (seg.sentiment.label if seg.sentiment else None)
-    return ReleasedSegment(
-        segment_id=seg.segment_id,
-        speaker=_role(seg.speaker),
-        start_s=seg.start_s,
-        end_s=max(seg.end_s, seg.start_s),
-        text=seg.corrected_text if seg.corrected_text is not None else seg.text or "",
-        corrected=seg.corrected_text is not None,
-        sentiment_label=cast(Any, label),
-    )
