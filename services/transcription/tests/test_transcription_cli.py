@@ -34,14 +34,11 @@ def test_batch_transcribes_stereo_as_two_parties_and_raw_mulaw(
 ) -> None:
     raw = tmp_path / "call.ulaw"
     raw.write_bytes(encode_g711(pcm8k("phone"), "mulaw"))
-    result = cli(
-        "batch",
-        str(asr_data / STEREO),
-        "--no-progress",
-    )
+    result = cli("batch", str(asr_data / STEREO), "--no-progress", "--words")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert all(set(line) >= LINE_FIELDS for line in lines)
+    assert all(line["words"] and line["words"][0]["start_s"] >= line["start"] for line in lines)
     speakers = {line["speaker"]: line["text"] for line in lines}
     assert set(speakers) == {"agent", "customer"}
     assert word_errors("the horizon seems extremely distant", speakers["customer"]) < 0.3
@@ -62,6 +59,7 @@ def test_batch_transcribes_stereo_as_two_parties_and_raw_mulaw(
     assert line["speaker"] == "customer" and line["language"] == "en"
     assert word_errors(PROMPTS["phone"][1], line["text"]) < 0.3
     assert 0 < line["confidence"] <= 1 and line["end"] > line["start"]
+    assert line["words"] == []  # word timings only with --words
 
 
 def write_mp3(path: Path, pcm: np.ndarray, rate: int) -> None:

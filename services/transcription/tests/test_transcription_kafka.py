@@ -166,6 +166,42 @@ def test_two_party_mulaw_call_streamed_in_chunks_comes_out_in_order_with_roles(
     assert agent == sorted(agent)
 
 
+def test_post_call_mode_transcribes_each_party_once_the_call_ends(
+    kafka_bootstrap: str, topics: dict[str, str], engine: Engine, asr_settings: AsrSettings
+) -> None:
+    settings = service_settings(kafka_bootstrap, topics).model_copy(update={"mode": "post_call"})
+    script = [(0.4, 0, "hold"), (3.2, 1, "phone")]
+    channels = two_party_call(script, seconds=7.0)
+    chunks = mulaw_chunks("call-post", channels, start_ms=True)
+    worker, thread = start_worker(settings, engine, asr_settings)
+    try:
+        produce_events(kafka_bootstrap, topics["calls"], [call_started("call-post")])
+        produce_events(kafka_bootstrap, topics["audio"], chunks)
+
+        def all_audio_in() -> bool:
+            call = worker.transcriber.calls.get("call-post")
+            return call is not None and all(
+                ch.next_seq == chunks[-1].sequence + 1 for ch in call.channels.values()
+            )
+
+        assert wait_for(all_audio_in, 60)
+        # All audio is in, and still nothing is published: post-call waits for the end.
+        assert read_topic(kafka_bootstrap, topics["out"], expect=1, timeout_s=1) == []
+        last = {"0": chunks[-1].sequence, "1": chunks[-1].sequence}
+        produce_events(kafka_bootstrap, topics["calls"], [call_ended("call-post", last)])
+        out = values(read_topic(kafka_bootstrap, topics["out"], expect=2, timeout_s=60))
+    finally:
+        stop_worker(worker, thread)
+    by_time = sorted(out, key=lambda s: s["start_s"])
+    assert [(s["speaker"], s["source"]) for s in by_time] == [
+        ("agent", "post_call"),
+        ("customer", "post_call"),
+    ]
+    for segment, (start, _, prompt) in zip(by_time, script, strict=True):
+        assert word_errors(PROMPTS[prompt][1], segment["text"]) < 0.3, segment["text"]
+        assert abs(segment["start_s"] - start) < 0.8
+
+
 def external(
     segment_id: str, text: str, words: list[str] | None = None
 ) -> ExternalTranscriptSegmentV1:

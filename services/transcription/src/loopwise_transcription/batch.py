@@ -61,6 +61,7 @@ def transcribe_recording(
                 language=language,
                 vocabulary=vocabulary,
                 vad_filter=engine.settings.batch_vad,
+                word_timestamps=engine.settings.batch_word_timestamps,
             )
         ):
             segment = asr_segment_event(

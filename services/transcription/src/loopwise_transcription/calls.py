@@ -16,7 +16,7 @@ from loopwise.events.base import PartyRole
 from loopwise.kafka.intake import Incoming
 from loopwise_transcription.audio import MODEL_RATE, StreamResampler, bytes_per_sample, decode_chunk
 from loopwise_transcription.metrics import SEQUENCE_ANOMALIES
-from loopwise_transcription.vad import Cut, UtteranceCutter, VadParams
+from loopwise_transcription.vad import Cut, Recorder, UtteranceCutter, VadParams
 
 Partition = tuple[str, int]
 
@@ -53,7 +53,8 @@ class ChannelState:
     rate: int
     encoding: str
     vad: VadParams
-    cutter: UtteranceCutter = field(init=False)
+    post_call_max_s: float | None = None  # set: keep the whole recording (post-call mode)
+    cutter: UtteranceCutter | Recorder = field(init=False)
     resampler: StreamResampler = field(init=False)
     next_seq: int = 0
     waiting: dict[int, Incoming] = field(default_factory=dict)
@@ -63,7 +64,11 @@ class ChannelState:
     received: int = 0  # input samples (at the channel's rate) accounted for, holes included
 
     def __post_init__(self) -> None:
-        self.cutter = UtteranceCutter(self.vad)
+        self.cutter = (
+            UtteranceCutter(self.vad)
+            if self.post_call_max_s is None
+            else Recorder(int(self.post_call_max_s * MODEL_RATE))
+        )
         self.resampler = StreamResampler(self.rate)
 
     def chunk_samples(self, chunk: AudioChunkV1) -> int:
@@ -157,20 +162,26 @@ class CallState:
         if self.last_sequence is None:
             return False
         return all(
-            ch.next_seq > self.last_sequence.get(index, -1)
-            for index, ch in self.channels.items()
+            ch.next_seq > self.last_sequence.get(index, -1) for index, ch in self.channels.items()
         )
 
     @classmethod
-    def open(cls, incoming: Incoming, vad: VadParams, now: float) -> CallState:
-        """State for a call-started event."""
+    def open(
+        cls, incoming: Incoming, vad: VadParams, now: float, post_call_max_s: float | None = None
+    ) -> CallState:
+        """State for a call-started event (post-call mode keeps whole recordings)."""
         event = incoming.event
         assert isinstance(event, CallStartedV1)
         channels: dict[int, ChannelState] = {}
         if event.audio is not None:
             for spec in event.channels:
                 channels[spec.index] = ChannelState(
-                    spec.index, spec.role, event.audio.sample_rate_hz, event.audio.encoding, vad
+                    spec.index,
+                    spec.role,
+                    event.audio.sample_rate_hz,
+                    event.audio.encoding,
+                    vad,
+                    post_call_max_s,
                 )
         language = event.language_hint.split("-")[0].lower() if event.language_hint else None
         return cls(

@@ -73,6 +73,11 @@ class AsrSettings(BaseSettings):
     batch_vad: bool = Field(
         default=True, description="Skip non-speech with the VAD in post-call (batch) mode"
     )
+    batch_word_timestamps: bool = Field(
+        default=False,
+        description="Word timings in post-call mode too (costs ~15% more compute; real-time "
+        "segments always have them)",
+    )
     vocabulary_file: Path | None = Field(
         default=None, description="YAML/JSON file mapping tenant id (or `default`) to terms"
     )
@@ -110,6 +115,17 @@ class TranscriptionSettings(WorkerSettings):
     )
     max_message_bytes: int = Field(
         default=2_097_152, ge=1024, description="Larger input values are dead-lettered"
+    )
+    mode: Literal["realtime", "post_call"] = Field(
+        default="realtime",
+        description="realtime: a segment per utterance as it ends; post_call: each channel's "
+        "whole recording transcribed in one pass when the call ends",
+    )
+    post_call_max_s: float = Field(
+        default=7_200.0,
+        ge=60,
+        le=36_000,
+        description="Post-call mode: a longer recording is transcribed in parts of this length",
     )
     max_chunk_s: float = Field(
         default=5.0, gt=0, le=60, description="Audio chunks longer than this are dead-lettered"

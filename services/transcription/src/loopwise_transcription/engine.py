@@ -112,6 +112,7 @@ class Engine:
         vocabulary: tuple[str, ...] = (),
         vad_filter: bool = False,
         beam_size: int | None = None,
+        word_timestamps: bool = True,
     ) -> list[AsrSegment]:
         """Transcribe 16 kHz mono samples; times are shifted by `offset_s`."""
         if samples.size < MODEL_RATE // 10:
@@ -135,7 +136,7 @@ class Engine:
             condition_on_previous_text=s.condition_on_previous_text,
             initial_prompt=prompt,
             hotwords=hotwords,
-            word_timestamps=True,
+            word_timestamps=word_timestamps,
             vad_filter=vad_filter,
             vad_parameters={
                 "threshold": s.vad_threshold,

@@ -71,6 +71,7 @@ class Recognizer(Protocol):
         vocabulary: tuple[str, ...] = (),
         vad_filter: bool = False,
         beam_size: int | None = None,
+        word_timestamps: bool = True,
     ) -> list[AsrSegment]:
         """Transcribe 16 kHz samples."""
         ...
@@ -240,7 +241,8 @@ class TranscriptionHandler:
         if event.call_id in self.calls:
             return []  # a redelivered start: the call is already open
         self.ended.pop(event.call_id, None)
-        self.calls[event.call_id] = CallState.open(incoming, self.vad, now)
+        post_call = self.settings.post_call_max_s if self.settings.mode == "post_call" else None
+        self.calls[event.call_id] = CallState.open(incoming, self.vad, now, post_call)
         emits: list[Emit] = []
         for held in self.held.pop(event.call_id, []):
             try:
@@ -381,13 +383,57 @@ class TranscriptionHandler:
     def _publish(self, call: CallState, utterances: list[Utterance]) -> list[Emit]:
         emits: list[Emit] = []
         for u in utterances:
-            segment = self._recognise(call, u)
-            if segment is None:
-                continue
-            UTTERANCE_LATENCY.observe(max(0.0, self.clock() - u.speech_end_arrived))
-            event_id = segment_event_id(call.started.call_id, segment.segment_id, self.engine.ref)
-            emits.append(Emit(self.settings.output_topic, segment, event_id=event_id))
+            if u.cut.reason == "recording":
+                found = self._recognise_recording(call, u)
+            else:
+                one = self._recognise(call, u)
+                found = [] if one is None else [one]
+                if one is not None:
+                    UTTERANCE_LATENCY.observe(max(0.0, self.clock() - u.speech_end_arrived))
+            for segment in found:
+                event_id = segment_event_id(
+                    call.started.call_id, segment.segment_id, self.engine.ref
+                )
+                emits.append(Emit(self.settings.output_topic, segment, event_id=event_id))
         return emits
+
+    def _recognise_recording(self, call: CallState, u: Utterance) -> list[TranscriptSegmentV1]:
+        """Post-call mode: a channel's whole recording in one pass, a segment per sentence."""
+        cut = u.cut
+        offset_s = cut.start / MODEL_RATE
+        audio_s = cut.samples.size / MODEL_RATE
+        started = time.perf_counter()
+        found = self.engine.transcribe(
+            cut.samples,
+            offset_s=offset_s,
+            language=call.language,
+            vocabulary=self.vocabulary.for_tenant(call.started.tenant_id),
+            vad_filter=self.asr.batch_vad,
+            word_timestamps=self.asr.batch_word_timestamps,
+        )
+        spent = time.perf_counter() - started
+        AUDIO_SECONDS.labels("post_call").inc(audio_s)
+        ASR_SECONDS.labels("post_call").inc(spent)
+        REAL_TIME_FACTOR.labels("post_call").observe(spent / max(audio_s, 1e-3))
+        segments = []
+        for asr in found:
+            segment = asr_segment_event(
+                tenant_id=call.started.tenant_id,
+                call_id=call.started.call_id,
+                segment_id=f"ch{u.channel}-{round(asr.start_s * MODEL_RATE):010d}",
+                speaker=u.role,
+                channel=u.channel,
+                asr=asr,
+                source="post_call",
+                producer=self.engine.ref,
+                occurred_at=datetime.now(UTC),
+                derived_from=[call.started_id, *u.derived_from],
+                flags=sorted(u.flags),
+                bounds=(offset_s, cut.end / MODEL_RATE),
+            )
+            SEGMENTS.labels("post_call", segment.language).inc()
+            segments.append(segment)
+        return segments
 
     def _recognise(self, call: CallState, u: Utterance) -> TranscriptSegmentV1 | None:
         cut = u.cut

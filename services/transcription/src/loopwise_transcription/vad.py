@@ -183,3 +183,58 @@ class UtteranceCutter:
         if drop:
             self.buffer = self.buffer[drop:]
             self.buffer_start += drop
+
+
+@dataclass
+class Recorder:
+    """Post-call mode: keeps a channel's whole recording and hands it over in one piece.
+
+    Holes in the audio become silence (up to `max_hole` samples) so times stay call
+    times; a recording longer than `max_samples` is handed over in parts.
+    """
+
+    max_samples: int
+    max_hole: int = 60 * MODEL_RATE
+    pieces: list[Samples] = field(default_factory=list)
+    size: int = 0
+    start: int = 0  # channel sample index of the first kept sample
+
+    @property
+    def position(self) -> int:
+        """Channel sample index just after the last sample kept."""
+        return self.start + self.size
+
+    @property
+    def oldest_needed(self) -> int:
+        """Everything since the last hand-over is still needed."""
+        return self.start
+
+    def feed(self, samples: Samples) -> list[Cut]:
+        """Keep samples; a part is handed over when the recording reaches its limit."""
+        if samples.size:
+            self.pieces.append(samples.astype(np.float32))
+            self.size += samples.size
+        return self._part("recording") if self.size >= self.max_samples else []
+
+    def skip_to(self, position: int) -> list[Cut]:
+        """Audio is missing up to `position`: silence in its place (a long hole starts anew)."""
+        hole = position - self.position
+        if hole <= 0:
+            return []
+        if hole > self.max_hole:
+            cuts = self._part("recording")
+            self.start = position
+            return cuts
+        return self.feed(np.zeros(hole, dtype=np.float32))
+
+    def flush(self) -> list[Cut]:
+        """End of the channel: the recording so far."""
+        return self._part("recording")
+
+    def _part(self, reason: str) -> list[Cut]:
+        if not self.size:
+            return []
+        samples = np.concatenate(self.pieces)
+        cut = Cut(self.start, self.position, samples, self.position, reason)
+        self.start, self.pieces, self.size = self.position, [], 0
+        return [cut]
