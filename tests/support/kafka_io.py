@@ -30,7 +30,13 @@ def produce_events(
     bootstrap: str, topic: str, events: Iterable[TenantEvent], source: str = "test"
 ) -> list[str]:
     """Produce events with envelopes; return their event ids in order."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",
+        }
+    )
     ids = []
     for event in events:
         key, value, headers, envelope = encode(event, source=source)
@@ -45,7 +51,13 @@ def produce_raw(
     bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None, Headers]]
 ) -> None:
     """Produce raw (possibly broken) records."""
-    producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 10_000_000})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "message.max.bytes": 10_000_000,
+            "partitioner": "murmur2_random",
+        }
+    )
     for key, value, headers in records:
         producer.produce(topic, key=key, value=value, headers=cast(Any, headers))
     assert producer.flush(30) == 0

@@ -241,6 +241,9 @@ class Worker:
             **self._common_config(),
             "enable.idempotence": True,
             "acks": "all",
+            # Kafka's own (Java, Faust/aiokafka) partitioner: a call id lands in the same
+            # partition whoever produces it, so per-call state sees all of a call's events.
+            "partitioner": "murmur2_random",
             "linger.ms": 5,
             "compression.type": "lz4",
             **self.settings.producer_overrides,
