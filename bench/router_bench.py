@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,6 +197,7 @@ def kafka(open_calls: int, measure: int, rate: float) -> None:
     kinds = ["calls", "transcripts", "sentiment", "compliance", "decisions"]
     outs = ["routing", "tasks", "outcomes", "dlq"]
     topics = {k: f"bench.router.{k}.{tag}" for k in kinds + outs}
+    port = free_port()
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for fut in admin.create_topics(
         [NewTopic(t, num_partitions=3, replication_factor=1) for t in topics.values()]
@@ -208,7 +210,7 @@ def kafka(open_calls: int, measure: int, rate: float) -> None:
         "LOOPWISE_ROUTER_TOPIC_PARTITIONS": "3",
         "LOOPWISE_ROUTER_POLICY_PATH": str(POLICY),
         "LOOPWISE_ROUTER_DEAD_LETTER_TOPIC": topics["dlq"],
-        "LOOPWISE_ROUTER_OBSERVABILITY__PORT": str(free_port()),
+        "LOOPWISE_ROUTER_OBSERVABILITY__PORT": str(port),
         "LOOPWISE_ROUTER_OBSERVABILITY__LOG_LEVEL": "WARNING",
         **{f"LOOPWISE_ROUTER_{k.upper()}_TOPIC": topics[k] for k in kinds + outs if k != "dlq"},
     }
@@ -231,6 +233,13 @@ def kafka(open_calls: int, measure: int, rate: float) -> None:
         producer.produce(topics[kind], key=key, value=value, headers=headers)  # type: ignore[arg-type]
         producer.poll(0)
 
+    def drain_ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
     def drain(expect: int, timeout_s: float) -> dict[str, int]:
         seen: dict[str, int] = {}
         deadline = time.monotonic() + timeout_s
@@ -245,7 +254,17 @@ def kafka(open_calls: int, measure: int, rate: float) -> None:
                 seen[f"{body['call_id']}/{body['segment_id']}"] = msg.timestamp()[1]
         return seen
 
+    def rss_kib() -> int:
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
     try:
+        deadline = time.monotonic() + 120
+        while not drain_ready() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        rss_before = rss_kib()
         t = time.perf_counter()
         for c in range(open_calls):
             call_id = f"open-{c:05d}"
@@ -260,6 +279,10 @@ def kafka(open_calls: int, measure: int, rate: float) -> None:
         print(
             f"kafka: {len(preloaded)} open calls routed (1 segment each) in {preload_s:.0f}s "
             f"= {len(preloaded) / preload_s:,.0f} decisions/s incl. 4 events per call"
+        )
+        grown = rss_kib() - rss_before
+        print(
+            f"  router RSS grew {grown / 1024:.0f} MiB = {grown / open_calls:.1f} KiB per open call"
         )
         sent_at: dict[str, float] = {}
         t = time.perf_counter()
