@@ -221,7 +221,11 @@ def build_app(settings: RouterSettings) -> RouterApp:
                     continue
                 if state.wake_at is None or state.wake_at > now:
                     continue
-                emits = router.tick(state, now)
+                try:
+                    emits = router.tick(state, now)
+                except Exception:  # one call's bug must not stop every call's clock (logged)
+                    log.exception("tick_failed", call_id=call_id)
+                    continue
                 await send(emits)
                 count(emits)
                 calls[call_id] = state.model_dump(mode="json")
