@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from pydantic import ValidationError
+
 from loopwise.events import (
     AudioChunkV1,
     CallEndedV1,
@@ -19,6 +21,7 @@ from loopwise.events import (
     ExternalTranscriptSegmentV1,
     ModelRef,
     TranscriptSegmentV1,
+    validation_reason,
 )
 from loopwise.kafka.intake import Emit, Incoming
 from loopwise.logging import get_logger
@@ -105,6 +108,10 @@ class CallAlreadyEnded(BadAudioChunk):
     """The chunk's call has ended."""
 
 
+class SegmentInvalid(ValueError):
+    """A segment could not be built; the reason names fields, never their values."""
+
+
 @dataclass(frozen=True)
 class DeadLetterRequest:
     """A held input the handler gives up on later: the worker dead-letters it."""
@@ -153,6 +160,13 @@ class TranscriptionHandler:
 
     def __call__(self, incoming: Incoming) -> list[Emit]:
         """Handle one event; raise BadAudioChunk (or a subclass) to dead-letter it."""
+        try:
+            return self._handle(incoming)
+        except ValidationError as exc:
+            # pydantic's message quotes input values (transcript text): keep only the summary.
+            raise SegmentInvalid(validation_reason(exc)) from None
+
+    def _handle(self, incoming: Incoming) -> list[Emit]:
         now = self.clock()
         event = incoming.event
         if isinstance(event, AudioChunkV1):
@@ -174,7 +188,12 @@ class TranscriptionHandler:
 
         Returns segments of idle calls with the input event each is a child of.
         """
-        now = self.clock() if now is None else now
+        try:
+            return self._tick(self.clock() if now is None else now)
+        except ValidationError as exc:
+            raise SegmentInvalid(validation_reason(exc)) from None
+
+    def _tick(self, now: float) -> list[tuple[Incoming, Emit]]:
         for call_id in list(self.held):
             entries = self.held[call_id]
             if now - entries[0].since >= self.settings.pre_start_hold_s:
@@ -247,7 +266,7 @@ class TranscriptionHandler:
         for held in self.held.pop(event.call_id, []):
             try:
                 emits += self._chunk(held.incoming, now)
-            except BadAudioChunk as exc:
+            except (BadAudioChunk, AudioFormatError) as exc:
                 self._dead.append(DeadLetterRequest(held.incoming, type(exc).__name__, str(exc)))
         self._gauge()
         return emits

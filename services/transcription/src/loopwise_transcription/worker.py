@@ -133,7 +133,11 @@ class TranscriptionWorker(Worker):
 
     def _tick(self) -> None:
         self._last_tick = time.monotonic()
-        timed = self.transcriber.tick()
+        try:
+            timed = self.transcriber.tick()
+        except Exception:  # a timer turn must not stop the service; the loop goes on
+            log.exception("timer_turn_failed")
+            timed = []
         outs = [
             self._encode(emit, parent.envelope, 1_000 + i) for i, (parent, emit) in enumerate(timed)
         ] + self._dead_letters()
