@@ -73,6 +73,7 @@ def main() -> int:
         print(f"no ASR clips at {CLIPS}: nothing to measure", file=sys.stderr)
         return 0
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    load_before = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
 
     from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -259,7 +260,8 @@ def main() -> int:
         f"{received}/{expected} segments; end of utterance -> segment received: "
         f"p50 {p50:.2f} s, p95 {p95:.2f} s, max {max(latencies):.2f} s"
     )
-    print(f"machine load: {load}")
+    print(f"machine load before: {load_before.strip()}")
+    print(f"machine load after:  {load}")
     return 0
 
 
