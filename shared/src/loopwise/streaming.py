@@ -9,6 +9,7 @@ with ids derived from the input's.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -209,8 +210,7 @@ class StreamRuntime:
             await self._send(self._reject(rejection, message, event.value, headers))
             return
         EVENTS_CONSUMED.labels(self.service, message.topic, "processed").inc()
-        for out in outs:
-            await self._send(out)
+        await self._send(*outs)
 
     def _reject(
         self, rejection: Rejection, message: Any, value: bytes | None, headers: Headers
@@ -228,8 +228,12 @@ class StreamRuntime:
             payload_filter=self.dead_letter_payload,
         )
 
-    async def _send(self, out: OutRecord) -> None:
-        # Wait for the broker's ack so the input is acknowledged only after its outputs exist.
-        topic = self.raw_topic(out.topic)
-        fut = await topic.send(key=out.key, value=out.value, headers=out.headers)
-        await fut
+    async def _send(self, *outs: OutRecord) -> None:
+        # Queue every output first, then wait for all acks together: the input is acknowledged
+        # only after its outputs exist, without one broker round trip per output.
+        pending = []
+        for out in outs:
+            topic = self.raw_topic(out.topic)
+            pending.append(await topic.send(key=out.key, value=out.value, headers=out.headers))
+        if pending:
+            await asyncio.gather(*pending)
