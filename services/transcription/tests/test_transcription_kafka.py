@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from loopwise.events import (
     AudioChunkV1,
@@ -20,6 +21,7 @@ from loopwise.events import (
 from loopwise_transcription.config import AsrSettings, TranscriptionSettings
 from loopwise_transcription.engine import Engine
 from loopwise_transcription.handler import TranscriptionHandler
+from loopwise_transcription.vad import UtteranceCutter
 from loopwise_transcription.worker import TranscriptionWorker
 from services.transcription.tests.transcription_helpers import (
     PROMPTS,
@@ -108,7 +110,8 @@ def test_a_restart_mid_utterance_replays_the_held_audio_and_loses_nothing(
         )
 
     assert wait_for(consumed_half, 60)
-    assert first.transcriber.calls["call-restart"].channels[1].cutter.triggered
+    cutter = first.transcriber.calls["call-restart"].channels[1].cutter
+    assert isinstance(cutter, UtteranceCutter) and cutter.triggered  # mid-utterance
     stop_worker(first, thread)  # commits, but no further than the open utterance's audio
 
     second, thread = start_worker(settings, engine, asr_settings)
@@ -127,6 +130,20 @@ def test_a_restart_mid_utterance_replays_the_held_audio_and_loses_nothing(
     assert dead == [], "nothing may be dead-lettered across a restart"
 
 
+SERVICE_METRICS = [
+    ("loopwise_transcription_audio_seconds_total", {"mode": "realtime"}),
+    ("loopwise_transcription_asr_seconds_total", {"mode": "realtime"}),
+    ("loopwise_transcription_real_time_factor_count", {"mode": "realtime"}),
+    ("loopwise_transcription_utterance_latency_seconds_count", {}),
+    ("loopwise_transcription_segments_total", {"source": "realtime", "language": "en"}),
+]
+
+
+def sample(name: str, **labels: str) -> float:
+    """A metric of the in-process service (it runs in a thread of this process)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def values(records: list[Any]) -> list[dict[str, Any]]:
     return [json.loads(r.value) for r in records]
 
@@ -138,6 +155,7 @@ def test_two_party_mulaw_call_streamed_in_chunks_comes_out_in_order_with_roles(
     # agent: "please enter your password ..."; each starts after the other has finished.
     script = [(0.4, 0, "hold"), (3.2, 1, "phone"), (7.1, 0, "password")]
     channels = two_party_call(script, seconds=11.0)
+    before = {name: sample(name, **labels) for name, labels in SERVICE_METRICS}
     produce_events(kafka_bootstrap, topics["calls"], [call_started("call-duo")])
     produce_events(
         kafka_bootstrap,
@@ -164,6 +182,12 @@ def test_two_party_mulaw_call_streamed_in_chunks_comes_out_in_order_with_roles(
     # Published in the order the utterances ended: the agent's channel keeps its order.
     agent = [s["start_s"] for s in out if s["speaker"] == "agent"]
     assert agent == sorted(agent)
+    grew = {name: sample(name, **labels) - before[name] for name, labels in SERVICE_METRICS}
+    assert grew["loopwise_transcription_audio_seconds_total"] > 5.0  # speech cut by the VAD
+    assert grew["loopwise_transcription_asr_seconds_total"] > 0
+    assert grew["loopwise_transcription_real_time_factor_count"] == 3
+    assert grew["loopwise_transcription_utterance_latency_seconds_count"] == 3
+    assert grew["loopwise_transcription_segments_total"] == 3
 
 
 def test_post_call_mode_transcribes_each_party_once_the_call_ends(

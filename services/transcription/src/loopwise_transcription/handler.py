@@ -8,8 +8,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Protocol
 
 from pydantic import ValidationError
 
@@ -20,12 +18,11 @@ from loopwise.events import (
     CallStartedV1,
     ExternalTranscriptSegmentV1,
     ModelRef,
-    TranscriptSegmentV1,
     validation_reason,
 )
 from loopwise.kafka.intake import Emit, Incoming
 from loopwise.logging import get_logger
-from loopwise_transcription.audio import MODEL_RATE, AudioFormatError, Samples, looks_like_text
+from loopwise_transcription.audio import AudioFormatError, looks_like_text
 from loopwise_transcription.calls import (
     CallState,
     ChannelState,
@@ -36,48 +33,23 @@ from loopwise_transcription.calls import (
     sequence_outcome,
 )
 from loopwise_transcription.config import AsrSettings, TranscriptionSettings, Vocabulary
-from loopwise_transcription.engine import AsrSegment
 from loopwise_transcription.metrics import (
-    ASR_SECONDS,
-    AUDIO_SECONDS,
     CHUNKS,
     HELD_CHUNKS,
     OPEN_CALLS,
-    REAL_TIME_FACTOR,
     SEGMENTS,
     SEQUENCE_ANOMALIES,
     UTTERANCE_LATENCY,
 )
+from loopwise_transcription.recognise import Recognition, Recognizer
 from loopwise_transcription.segments import (
     EXTERNAL_PRODUCER,
-    asr_segment_event,
     external_segment_event,
-    merge_asr,
     segment_event_id,
 )
 from loopwise_transcription.vad import VadParams
 
 log = get_logger(__name__)
-
-
-class Recognizer(Protocol):
-    """What the handler needs of the engine."""
-
-    ref: ModelRef
-
-    def transcribe(
-        self,
-        samples: Samples,
-        *,
-        offset_s: float = 0.0,
-        language: str | None = None,
-        vocabulary: tuple[str, ...] = (),
-        vad_filter: bool = False,
-        beam_size: int | None = None,
-        word_timestamps: bool = True,
-    ) -> list[AsrSegment]:
-        """Transcribe 16 kHz samples."""
-        ...
 
 
 class BadAudioChunk(ValueError):
@@ -142,6 +114,7 @@ class TranscriptionHandler:
         self.asr = asr
         self.engine = engine
         self.vocabulary = vocabulary or Vocabulary()
+        self.recognition = Recognition(engine, asr, self.vocabulary)
         self.clock = clock
         self.vad = VadParams.from_ms(
             threshold=asr.vad_threshold,
@@ -403,9 +376,9 @@ class TranscriptionHandler:
         emits: list[Emit] = []
         for u in utterances:
             if u.cut.reason == "recording":
-                found = self._recognise_recording(call, u)
+                found = self.recognition.recording(call, u)
             else:
-                one = self._recognise(call, u)
+                one = self.recognition.utterance(call, u)
                 found = [] if one is None else [one]
                 if one is not None:
                     UTTERANCE_LATENCY.observe(max(0.0, self.clock() - u.speech_end_arrived))
@@ -415,84 +388,6 @@ class TranscriptionHandler:
                 )
                 emits.append(Emit(self.settings.output_topic, segment, event_id=event_id))
         return emits
-
-    def _recognise_recording(self, call: CallState, u: Utterance) -> list[TranscriptSegmentV1]:
-        """Post-call mode: a channel's whole recording in one pass, a segment per sentence."""
-        cut = u.cut
-        offset_s = cut.start / MODEL_RATE
-        audio_s = cut.samples.size / MODEL_RATE
-        started = time.perf_counter()
-        found = self.engine.transcribe(
-            cut.samples,
-            offset_s=offset_s,
-            language=call.language,
-            vocabulary=self.vocabulary.for_tenant(call.started.tenant_id),
-            vad_filter=self.asr.batch_vad,
-            word_timestamps=self.asr.batch_word_timestamps,
-        )
-        spent = time.perf_counter() - started
-        AUDIO_SECONDS.labels("post_call").inc(audio_s)
-        ASR_SECONDS.labels("post_call").inc(spent)
-        REAL_TIME_FACTOR.labels("post_call").observe(spent / max(audio_s, 1e-3))
-        segments = []
-        for asr in found:
-            segment = asr_segment_event(
-                tenant_id=call.started.tenant_id,
-                call_id=call.started.call_id,
-                segment_id=f"ch{u.channel}-{round(asr.start_s * MODEL_RATE):010d}",
-                speaker=u.role,
-                channel=u.channel,
-                asr=asr,
-                source="post_call",
-                producer=self.engine.ref,
-                occurred_at=datetime.now(UTC),
-                derived_from=[call.started_id, *u.derived_from],
-                flags=sorted(u.flags),
-                bounds=(offset_s, cut.end / MODEL_RATE),
-            )
-            SEGMENTS.labels("post_call", segment.language).inc()
-            segments.append(segment)
-        return segments
-
-    def _recognise(self, call: CallState, u: Utterance) -> TranscriptSegmentV1 | None:
-        cut = u.cut
-        offset_s = cut.start / MODEL_RATE
-        audio_s = cut.samples.size / MODEL_RATE
-        started = time.perf_counter()
-        asr = merge_asr(
-            self.engine.transcribe(
-                cut.samples,
-                offset_s=offset_s,
-                language=call.language,
-                vocabulary=self.vocabulary.for_tenant(call.started.tenant_id),
-                beam_size=self.asr.realtime_beam_size,
-            )
-        )
-        spent = time.perf_counter() - started
-        AUDIO_SECONDS.labels("realtime").inc(audio_s)
-        ASR_SECONDS.labels("realtime").inc(spent)
-        REAL_TIME_FACTOR.labels("realtime").observe(spent / max(audio_s, 1e-3))
-        if asr is None:
-            return None
-        flags = set(u.flags)
-        if cut.reason == "max_length":
-            flags.add("max_length_split")
-        segment = asr_segment_event(
-            tenant_id=call.started.tenant_id,
-            call_id=call.started.call_id,
-            segment_id=f"ch{u.channel}-{cut.start:010d}",
-            speaker=u.role,
-            channel=u.channel,
-            asr=asr,
-            source="realtime",
-            producer=self.engine.ref,
-            occurred_at=datetime.now(UTC),
-            derived_from=[call.started_id, *u.derived_from],
-            flags=sorted(flags),
-            bounds=(offset_s, cut.end / MODEL_RATE),
-        )
-        SEGMENTS.labels("realtime", segment.language).inc()
-        return segment
 
     def _gauge(self) -> None:
         OPEN_CALLS.set(len(self.calls))
