@@ -152,6 +152,12 @@ def test_check_config_accepts_defaults_and_names_the_broken_vocabulary_line(
     assert result.returncode == 2
     assert f"{bad}:3" in result.stderr
 
+    result = cli(
+        "check-config", "--no-kafka", env={"LOOPWISE_TRANSCRIPTION_MODEL_DIR": str(tmp_path)}
+    )
+    assert result.returncode == 2
+    assert "LOOPWISE_TRANSCRIPTION_MODEL_DIR" in result.stderr and "model.bin" in result.stderr
+
     result = cli("check-config", "--no-kafka", env={"LOOPWISE_TRANSCRIPTION_BEAM_SIZE": "0"})
     assert result.returncode == 2
     assert "LOOPWISE_TRANSCRIPTION_BEAM_SIZE" in result.stderr

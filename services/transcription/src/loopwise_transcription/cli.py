@@ -13,6 +13,7 @@ from loopwise.events.base import PartyRole
 from loopwise.settings import ConfigurationError, load_settings
 from loopwise_transcription.audio import ENCODINGS, AudioFormatError
 from loopwise_transcription.config import AsrSettings, TranscriptionSettings, Vocabulary
+from loopwise_transcription.engine import ModelNotFound
 
 ROLES = ("agent", "customer", "ivr", "supervisor", "mixed", "unknown")
 
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except ConfigFileError as exc:
+    except (ConfigFileError, ModelNotFound) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     except ConfigurationError as exc:

@@ -91,7 +91,10 @@ class Engine:
         self.settings = settings
         self.model_dir = settings.model_dir or bundled_model_dir()
         if not (self.model_dir / "model.bin").is_file():
-            raise ModelNotFound(f"{self.model_dir}: no model.bin (not a CTranslate2 model dir)")
+            raise ModelNotFound(
+                f"LOOPWISE_TRANSCRIPTION_MODEL_DIR={self.model_dir}: no model.bin there "
+                "(not a CTranslate2 Whisper model directory)"
+            )
         self.ref = model_ref(self.model_dir, settings.model_name)
         self._model = WhisperModel(
             str(self.model_dir),
