@@ -26,7 +26,8 @@ install: uv ## install every workspace package and dev tool into .venv, fetch th
 lint: install ## ruff (lint + format check) and mypy --strict
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run mypy $(addprefix -p ,$(PACKAGES)) tests
+	$(UV) run mypy $(addprefix -p ,$(PACKAGES))
+	$(UV) run mypy tests
 
 .PHONY: pytest
 pytest: install ## run every test (starts a local broker unless KAFKA_BOOTSTRAP_SERVERS is set)
