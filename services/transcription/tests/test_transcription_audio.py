@@ -76,6 +76,7 @@ def test_text_in_place_of_audio_is_recognised() -> None:
     noise = np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes()
     assert not looks_like_text(noise)
     assert not looks_like_text(b"\xff" * 1600)  # u-law silence
+    assert not looks_like_text(b"U" * 1600)  # A-law, a constant small negative value
 
 
 def test_stereo_file_gives_one_channel_per_party(asr_data: Path) -> None:

@@ -139,7 +139,9 @@ def looks_like_text(data: bytes) -> bool:
     if len(head) < 16:
         return False
     printable = sum(1 for b in head if 32 <= b < 127 or b in (9, 10, 13))
-    return printable / len(head) > 0.95
+    # Text has spaces or markup; a run of one printable byte (A-law 0x55 is "U") is audio.
+    worded = b" " in head or head.lstrip()[:1] in (b"{", b"[", b"<")
+    return printable / len(head) > 0.95 and worded
 
 
 def read_audio_file(
