@@ -15,7 +15,7 @@ from loopwise_transcription.audio import MODEL_RATE, Samples
 
 WINDOW = 512  # samples per Silero window at 16 kHz (32 ms)
 _CONTEXT = 64
-_SHORT_PAUSE = 3 * WINDOW  # ~100 ms of non-speech: a word boundary where long speech may be cut
+_SHORT_PAUSE = 3 * WINDOW  # ~100 ms of non-speech: a pause where long speech may be cut
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,8 @@ class UtteranceCutter:
     triggered: bool = False
     speech_start: int = 0
     temp_end: int = 0
-    pause_at: int = 0  # end of speech before the latest short pause (a place to cut long speech)
+    pause_at: int = 0  # middle of the longest pause in the open utterance (where to cut it)
+    pause_len: int = 0
     _previous: Samples = field(default_factory=lambda: np.zeros(WINDOW, dtype=np.float32))
 
     @property
@@ -126,24 +127,30 @@ class UtteranceCutter:
             elif prob < neg and self.triggered:
                 if not self.temp_end:
                     self.temp_end = at
-                if at - self.temp_end >= _SHORT_PAUSE:
-                    self.pause_at = self.temp_end
+                run = at + WINDOW - self.temp_end
+                if (
+                    run >= _SHORT_PAUSE
+                    and run >= self.pause_len
+                    and self.temp_end > self.speech_start + p.min_speech
+                ):
+                    self.pause_len, self.pause_at = run, self.temp_end + run // 2
                 if at - self.temp_end >= p.min_silence:
                     cut = self._cut(self.temp_end, "silence")
                     if cut is not None:
                         cuts.append(cut)
                     self.triggered = False
-                    self.temp_end = 0
+                    self.temp_end = self.pause_at = self.pause_len = 0
                     continue
             if self.triggered and at + WINDOW - self.speech_start >= p.max_utterance:
-                pause = self.pause_at if self.pause_at > self.speech_start + p.min_speech else 0
-                end = self.temp_end or pause or at + WINDOW
+                # Cut long speech in the middle of its longest pause, else where it stands.
+                end = self.pause_at if self.pause_at > self.speech_start else at + WINDOW
                 cut = self._cut(end, "max_length", pad=False)
                 if cut is not None:
                     cuts.append(cut)
                 self.speech_start = end
-                self.triggered = prob >= p.threshold
-                self.temp_end = 0
+                self.pause_at = self.pause_len = 0
+                if self.temp_end <= end:
+                    self.temp_end = 0
         self.vad_pos += ready
         if not self.triggered:
             self._trim(self.vad_pos - p.pad)
