@@ -250,20 +250,24 @@ def test_scripted_call_gives_segment_and_call_findings_and_bad_input_is_dead_let
 def test_call_state_survives_a_kill_mid_call(service: Service, kit: Any) -> None:
     script, events = scripted_call(kit, "call-crash")
     first = service.start()
+    others = [kit.script(f"other-{i}") for i in range(8)]
+    service.send(service.calls, [o.started() for o in others])
+    service.send(service.transcripts, [o.say("agent", 1.0, "hello") for o in others])
     service.send(service.calls, events[:1])
     service.send(service.transcripts, events[1:4])  # up to the security questions
-    service.read(service.output, lambda rs: len(segments_of(rs)) == 3)
+    service.read(service.output, lambda rs: len(segments_of(rs)) == 11)
     first.send_signal(signal.SIGKILL)  # no clean shutdown: offsets may not be committed
     first.wait(30)
 
     service.send(service.transcripts, events[4:])
     # Faust 0.15.3 sometimes stalls after recovering a table from its changelog (worker
-    # "Ready", nothing consumed; seen about one start in four here). A stalled replacement
-    # is stopped and another one started: the state must survive every one of them.
+    # "Ready", nothing consumed; about one restart in five here, after SIGTERM as after
+    # SIGKILL, with one agent over both topics or one per topic). A stalled replacement is
+    # stopped and another started: the state must survive every one of them.
     for _ in range(3):
         service.start()
         progressed = service.collect(
-            service.output, lambda rs: len(segments_of(rs)) == 5, timeout_s=45, fail=False
+            service.output, lambda rs: len(segments_of(rs)) == 13, timeout_s=45, fail=False
         )
         if progressed is not None:
             break
