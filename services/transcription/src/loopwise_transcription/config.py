@@ -73,6 +73,13 @@ class AsrSettings(BaseSettings):
     batch_vad: bool = Field(
         default=True, description="Skip non-speech with the VAD in post-call (batch) mode"
     )
+    batch_vad_min_silence: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Post-call: filter with the VAD only where at least this share of the "
+        "audio is silence (the filter's cost pays off only then); all-silence is skipped",
+    )
     batch_word_timestamps: bool = Field(
         default=False,
         description="Word timings in post-call mode too (costs ~15% more compute; real-time "

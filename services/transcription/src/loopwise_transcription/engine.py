@@ -82,6 +82,14 @@ def _confidence(avg_logprob: float, no_speech_prob: float) -> float:
     return float(min(1.0, max(0.0, value)))
 
 
+def speech_fraction(samples: Samples, vad_parameters: dict[str, float]) -> float:
+    """Share of the samples inside speech (Silero VAD, as faster-whisper's filter pads it)."""
+    from faster_whisper.vad import get_speech_timestamps  # type: ignore[import-untyped]
+
+    spans = get_speech_timestamps(samples, **vad_parameters)
+    return sum(int(x["end"]) - int(x["start"]) for x in spans) / max(1, samples.size)
+
+
 class Engine:
     """A loaded faster-whisper model and the decoding settings to use it with."""
 
@@ -131,6 +139,18 @@ class Engine:
                 prompt = f"Glossary: {joined}."
             if s.vocabulary_mode in ("hotwords", "both"):
                 hotwords = joined
+        vad_parameters = {
+            "threshold": s.vad_threshold,
+            "min_silence_duration_ms": max(s.vad_min_silence_ms, 1000),
+            "speech_pad_ms": max(s.vad_speech_pad_ms, 400),
+            "min_speech_duration_ms": s.vad_min_speech_ms,
+        }
+        if vad_filter:
+            # Filtering costs a little; it pays only where there is silence to skip.
+            speech = speech_fraction(samples, vad_parameters)
+            if speech == 0.0:
+                return []
+            vad_filter = speech < 1.0 - s.batch_vad_min_silence
         segments, info = self._model.transcribe(
             np.ascontiguousarray(samples, dtype=np.float32),
             language=forced,
@@ -141,12 +161,7 @@ class Engine:
             hotwords=hotwords,
             word_timestamps=word_timestamps,
             vad_filter=vad_filter,
-            vad_parameters={
-                "threshold": s.vad_threshold,
-                "min_silence_duration_ms": max(s.vad_min_silence_ms, 1000),
-                "speech_pad_ms": max(s.vad_speech_pad_ms, 400),
-                "min_speech_duration_ms": s.vad_min_speech_ms,
-            },
+            vad_parameters=vad_parameters,
         )
         out: list[AsrSegment] = []
         for seg in segments:
