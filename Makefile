@@ -55,6 +55,5 @@ kafka-down: ## stop the local broker
 	$(KAFKA) down
 
 .PHONY: demo
-demo: install kafka-up ## start the broker and apply the topic catalogue
-	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) $(UV) run loopwise topics apply
-	@echo "demo: broker on 127.0.0.1:$(KAFKA_PORT), topics applied; 'make kafka-down' stops it"
+demo: install kafka-up ## run the whole pipeline on the local broker: three calls, reviewer, audit
+	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) $(UV) run python deploy/local/demo.py

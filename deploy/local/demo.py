@@ -12,7 +12,8 @@ of the demo's state. The broker stays up. Exit status 0 only if every call came 
 Settings (environment): KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:9092),
 LOOPWISE_DEMO_PORT_BASE (first probe port, default 18081), LOOPWISE_DEMO_TIMEOUT_S
 (how long to wait for the outcomes, default 300), LOOPWISE_DEMO_READY_TIMEOUT_S
-(how long each service may take to become ready, default 300).
+(how long each service may take to become ready, default 300), LOOPWISE_DEMO_STATE_DIR
+(state and logs, default ./var/demo; emptied at the start of a run).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 CLIP = DATA / "asr" / "clips" / "fasterwhisper_stereo_diarization.wav"
 MANIFEST = DATA / "asr" / "manifest.jsonl"
-STATE = ROOT / "var" / "demo"
+STATE = Path(os.environ.get("LOOPWISE_DEMO_STATE_DIR") or ROOT / "var" / "demo").resolve()
 BIN = Path(sys.executable).parent
 POLICY = ROOT / "deploy" / "policies" / "default.yaml"
 TENANT = "acme-bank"  # its policy holds calls without the recording notice (see POLICY)
@@ -737,8 +738,18 @@ def feed_audio_call(pipe: Pipeline, story: CallStory) -> dict[str, int]:
     data, rate = soundfile.read(str(CLIP), dtype="float32", always_2d=True)
     if data.shape[1] != 2:
         raise DemoFailed(f"{CLIP} has {data.shape[1]} channel(s), the demo needs 2")
+    # The platform streams until the hang-up: two seconds of line silence after the clip
+    # let voice activity detection close the last utterance while the call is still on.
+    tail = np.zeros(2 * 8000, dtype=np.int16)
     pcm = [
-        np.clip(soxr.resample(data[:, ch], rate, 8000) * 32767, -32768, 32767).astype(np.int16)
+        np.concatenate(
+            [
+                np.clip(soxr.resample(data[:, ch], rate, 8000) * 32767, -32768, 32767).astype(
+                    np.int16
+                ),
+                tail,
+            ]
+        )
         for ch in range(2)
     ]
     fmt = AudioFormat(encoding="mulaw", sample_rate_hz=8000, channels=2)
@@ -944,6 +955,9 @@ def main() -> int:
     run_id = uuid.uuid4().hex[:6]
     say(f"Loopwise demo, run {run_id}: broker {BOOTSTRAP}, state in {STATE}")
     if STATE.exists():
+        if any(STATE.iterdir()) and not (STATE / "logs").is_dir():
+            say(f"{STATE} holds something else than demo state; not emptying it", out=sys.stderr)
+            return 2
         shutil.rmtree(STATE)
     for sub in ("logs", "sentiment", "compliance", "router", "audit", "feedback"):
         (STATE / sub).mkdir(parents=True)
@@ -1017,6 +1031,10 @@ def feed_calls(pipe: Pipeline, run_id: str) -> list[CallStory]:
     if have_audio:
         say(f"  {audio.call_id}: streaming {CLIP.name} as 200 ms mu-law chunks (real time)")
         last = feed_audio_call(pipe, audio)
+        # Hang up once both parties' last words came out of the recogniser (as a platform
+        # that ends the call after the line went quiet).
+        if not pipe.wait_until(both_parties_heard(audio), 120):
+            say(f"  {audio.call_id}: not both channels transcribed within 120 s; ending anyway")
         end_call(pipe, audio, last)
         say(f"  {audio.call_id}: ended (last chunk per channel {last})")
     for story, queue, turns in ((angry, "billing", ANGRY_CALL), (calm, "general", CALM_CALL)):
@@ -1030,6 +1048,11 @@ def feed_calls(pipe: Pipeline, run_id: str) -> list[CallStory]:
         end_call(pipe, story)
         say(f"  {story.call_id}: ended")
     return stories
+
+
+def both_parties_heard(story: CallStory) -> Callable[[], bool]:
+    """Whether the agent and the customer channel each gave a transcript segment."""
+    return lambda: {t.speaker for t in story.transcripts.values()} >= {"agent", "customer"}
 
 
 def transcribed(story: CallStory) -> Callable[[], bool]:
