@@ -156,6 +156,7 @@ class Service:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent,  # set before the demo starts any thread
             )
         self.started_at = time.monotonic()
 
@@ -189,6 +190,17 @@ class Service:
             say(f"  {self.name} did not stop within {STOP_TIMEOUT_S:.0f} s: killed")
             self.proc.kill()
             return self.proc.wait(timeout=10)
+
+
+def die_with_parent() -> None:
+    """In the child: get SIGTERM if the demo dies without cleaning up (Linux; else nothing)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def port_free(port: int) -> bool:
