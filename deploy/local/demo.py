@@ -338,6 +338,28 @@ def start_groups_at_end(services: list[Service]) -> None:
             committer.close()
 
 
+def forget_run(run_id: str, services: list[Service]) -> None:
+    """Delete this run's Faust internal topics and consumer groups (best effort)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP, "log_level": 4})
+    try:
+        names = [
+            t
+            for t in admin.list_topics(timeout=15).topics
+            if t.startswith(f"loopwise-demo-{run_id}-")
+        ]
+        futures = list(admin.delete_topics(names, operation_timeout=30).values()) if names else []
+        futures += list(admin.delete_consumer_groups([s.group for s in services]).values())
+        for future in futures:
+            try:
+                future.result(timeout=30)
+            except Exception:  # noqa: BLE001, S112 - a group that never formed, a slow broker
+                continue
+    except Exception as exc:  # noqa: BLE001 - tidying up must not fail the demo
+        say(f"  (could not delete this run's topics and groups: {exc})")
+
+
 def trail_env(services: list[Service]) -> dict[str, str]:
     """The audit writer's environment, for `loopwise-audit verify`."""
     return next(s.env for s in services if s.name == "audit-writer")
@@ -603,7 +625,9 @@ class Pipeline:
         self.consumer.close()
 
 
-ANGRY = re.compile(r"ridiculous|unacceptable|never have happened|terrible", re.IGNORECASE)
+ANGRY = re.compile(
+    r"ridiculous|unacceptable|never have happened|terrible|business elsewhere", re.IGNORECASE
+)
 
 
 def verdict_on(finding: ComplianceFinding) -> FindingVerdict:
@@ -865,6 +889,10 @@ def print_story(story: CallStory) -> None:
             )
             for c in dec.transcript_corrections:
                 say(f"      corrected {c.segment_id}: {c.text}")
+            for r in dec.sentiment_labels:
+                model = story.segment_sentiment.get(r.segment_id)
+                if model is not None and model.label != r.label:
+                    say(f"      relabelled {r.segment_id}: {r.label} (model said {model.label})")
     for other in story.other_task_events:
         say(f"  {type(other).__name__}: {getattr(other, 'task_id', '')}")
     say("released outcomes:")
@@ -977,10 +1005,12 @@ def main() -> int:
     pipe: Pipeline | None = None
     complete = False
     failed_tools = 0
+    started_services = False
     try:
         with signals_interrupt():
             apply_topics()
             start_groups_at_end(services)
+            started_services = True
             say("starting the services ...")
             for svc in services:
                 svc.start()
@@ -1017,6 +1047,8 @@ def main() -> int:
             stop_services(services)
             if pipe is not None:
                 pipe.close()
+            if started_services:
+                forget_run(run_id, services)
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
