@@ -260,10 +260,11 @@ def test_call_state_survives_a_kill_mid_call(service: Service, kit: Any) -> None
     first.wait(30)
 
     service.send(service.transcripts, events[4:])
-    # Faust 0.15.3 sometimes stalls after recovering a table from its changelog (worker
-    # "Ready", nothing consumed; about one restart in five here, after SIGTERM as after
-    # SIGKILL, with one agent over both topics or one per topic). A stalled replacement is
-    # stopped and another started: the state must survive every one of them.
+    # Faust 0.15.3 sometimes stalls after recovering a table (about one restart in five
+    # here): during recovery it fetches stream partitions from offset 0, drops what it
+    # fetched, then "seeks to committed offsets", which leaves a partition that had no
+    # committed offset at the high-water mark. A stalled replacement is stopped and
+    # another started: the state must survive every one of them.
     for _ in range(3):
         service.start()
         progressed = service.collect(
