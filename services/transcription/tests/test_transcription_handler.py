@@ -27,6 +27,7 @@ from services.transcription.tests.transcription_helpers import (
     call_ended,
     call_started,
     mulaw_chunks,
+    normalise,
     pcm8k,
     word_errors,
 )
@@ -214,6 +215,26 @@ def test_a_call_end_without_last_sequences_waits_out_the_grace_period(
         e.event.text for _, e in late if isinstance(e.event, TranscriptSegmentV1)
     ]
     assert word_errors(PROMPTS["password"][1], " ".join(texts)) < 0.3
+
+
+def test_an_idle_call_is_closed_and_its_open_speech_published(
+    engine: Engine, asr_settings: AsrSettings
+) -> None:
+    handler = make_handler(engine, asr_settings, idle_call_timeout_s=60.0)
+    feed = Feed()
+    chunks = mono_call("call-idle", "hold")
+    handler(feed(call_started("call-idle", channels=1), "calls"))
+    for chunk in chunks[:10]:  # stops mid-sentence, and nothing more ever comes
+        assert segments(handler(feed(chunk))) == []
+    clock = handler.clock
+    assert isinstance(clock, Clock)
+    clock.now += 61.0
+    late = handler.tick()
+    assert "call-idle" not in handler.calls and handler.offset_floors() == {}
+    (segment,) = [e.event for _, e in late if isinstance(e.event, TranscriptSegmentV1)]
+    assert "idle_timeout" in segment.flags
+    assert normalise(segment.text).startswith("please hold")
+    assert all(parent.envelope.id == segment.derived_from[0] for parent, _ in late)
 
 
 def test_open_utterances_hold_offsets_and_a_revoked_partition_is_forgotten(

@@ -4,6 +4,10 @@ transcripts redacted, and every kind of bad input dead-lettered without PII."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -360,3 +364,34 @@ def test_every_kind_of_bad_input_ends_in_a_dead_letter_without_payload(
     produce_events(kafka_bootstrap, topics["external"], [external("alive", "still here")])
     out = values(read_topic(kafka_bootstrap, topics["out"], expect=1, timeout_s=30))
     assert [s["text"] for s in out] == ["still here"]
+
+
+def test_the_run_command_serves_and_drains_on_sigterm(
+    kafka_bootstrap: str, topics: dict[str, str]
+) -> None:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "LOOPWISE_TRANSCRIPTION_GROUP_ID": topics["group"],
+        "LOOPWISE_TRANSCRIPTION_INPUT_TOPICS": json.dumps([topics["calls"], topics["external"]]),
+        "LOOPWISE_TRANSCRIPTION_OUTPUT_TOPIC": topics["out"],
+        "LOOPWISE_TRANSCRIPTION_DEAD_LETTER_TOPIC": topics["dlq"],
+        "LOOPWISE_TRANSCRIPTION_OBSERVABILITY__PORT": "0",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loopwise_transcription", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        produce_events(kafka_bootstrap, topics["external"], [external("cli", "call 415 555 0100")])
+        out = values(read_topic(kafka_bootstrap, topics["out"], expect=1, timeout_s=90))
+        assert [s["text"] for s in out] == ["call [PHONE]"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        logs, _ = process.communicate(timeout=60)
+    assert process.returncode == 0
+    lines = [json.loads(line) for line in logs.decode().splitlines() if line.startswith("{")]
+    assert {"worker_started", "worker_stopped"} <= {line.get("event") for line in lines}
+    assert b"415" not in logs, "transcript text must never reach a log line"
