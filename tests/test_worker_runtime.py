@@ -19,7 +19,14 @@ import pytest
 from loopwise.events import CallMetadataV1, CallStartedV1, ChannelSpec, encode
 from loopwise.kafka.deadletter import DLQ_HEADERS
 from tests.support.echo_worker import EchoSettings, build_worker
-from tests.support.kafka_io import produce_events, produce_raw, read_topic, wait_for
+from tests.support.kafka_io import (
+    Record,
+    produce_events,
+    produce_raw,
+    read_all,
+    read_topic,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.kafka
@@ -195,10 +202,15 @@ def test_sigkill_mid_run_loses_nothing_and_redeliveries_keep_ids(
     assert first.returncode == -signal.SIGKILL
 
     second = start_echo_process(env)
+    outputs: list[Record] = []
+
+    def every_input_reflected() -> bool:
+        # Redeliveries add outputs, so count distinct inputs, not records.
+        outputs[:] = read_all(kafka_bootstrap, echo_topics["output"])
+        return {json.loads(r.value or b"")["metadata"]["echo_of"] for r in outputs} >= set(ids)
+
     try:
-        outputs = read_topic(
-            kafka_bootstrap, echo_topics["output"], expect=n, timeout_s=180, settle_s=3.0
-        )
+        wait_for(every_input_reflected, timeout_s=180, interval_s=1.0)
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(60)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from loopwise.events import TenantEvent, encode
 from loopwise.events.envelope import Headers
@@ -100,6 +100,51 @@ def read_topic(
                     },
                 )
             )
+    finally:
+        consumer.close()
+    return records
+
+
+def read_all(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Record]:
+    """Read every record a topic holds now: up to each partition's high watermark."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    records: list[Record] = []
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            if offset >= ends.get(partition, 0):
+                continue
+            records.append(
+                Record(
+                    topic=msg.topic() or "",
+                    partition=partition,
+                    offset=offset,
+                    key=msg.key(),
+                    value=msg.value(),
+                    headers={
+                        k: v for k, v in cast(Headers, msg.headers() or []) if isinstance(v, bytes)
+                    },
+                )
+            )
+            if offset + 1 >= ends[partition]:
+                del ends[partition]
     finally:
         consumer.close()
     return records

@@ -228,6 +228,9 @@ class Worker:
             **self._common_config(),
             "group.id": self.settings.group_id,
             "enable.auto.commit": True,
+            # Commits only ever carry offsets stored after delivery; committing them every
+            # second keeps the redelivery window after a crash short.
+            "auto.commit.interval.ms": 1000,
             # Offsets are stored by hand, only after outputs are delivered.
             "enable.auto.offset.store": False,
             "auto.offset.reset": self.settings.auto_offset_reset,
