@@ -39,7 +39,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO, cast
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from loopwise.events import (
     AudioChunkV1,
@@ -203,6 +203,18 @@ def die_with_parent() -> None:
         pass
 
 
+def end_offset(consumer: Consumer, tp: TopicPartition, timeout_s: float = 60.0) -> int:
+    """The high watermark of a partition; retried while a new topic elects its leaders."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(tp, timeout=10)[1])
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"no end offset for {tp.topic}[{tp.partition}]: {exc}") from None
+            time.sleep(0.5)
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the probe servers do
@@ -262,6 +274,10 @@ def build_services(run_id: str, hmac_key: str) -> list[Service]:
                 "APP_ID": "{group}",
                 "DATA_DIR": str(STATE / "router" / "faust"),
                 "POLICY_PATH": str(POLICY),
+                # Generous join windows for a loaded 2-core machine: the router decides as
+                # soon as every score is in, so they only matter when a service lags.
+                "SEGMENT_WINDOW_S": "30",
+                "CALL_WINDOW_S": "60",
             },
         ),
         (
@@ -325,17 +341,84 @@ def start_groups_at_end(services: list[Service]) -> None:
                 continue
             for p in meta.topics[spec.name].partitions:
                 tp = TopicPartition(spec.name, p)
-                ends.append(TopicPartition(spec.name, p, probe.get_watermark_offsets(tp, 30)[1]))
+                ends.append(TopicPartition(spec.name, p, end_offset(probe, tp)))
     finally:
         probe.close()
     for svc in services:
         committer = Consumer(
             {"bootstrap.servers": BOOTSTRAP, "group.id": svc.group, "enable.auto.commit": False}
         )
+        deadline = time.monotonic() + 90
         try:
-            committer.commit(offsets=ends, asynchronous=False)
+            while True:
+                try:
+                    committer.commit(offsets=ends, asynchronous=False)
+                    break
+                except KafkaException as exc:  # a new broker still creating __consumer_offsets
+                    if time.monotonic() > deadline:
+                        raise DemoFailed(f"could not start group {svc.group}: {exc}") from None
+                    time.sleep(1)
         finally:
             committer.close()
+
+
+def faust_internal_topics(services: list[Service]) -> dict[str, tuple[int, dict[str, str]]]:
+    """The Faust apps' own topics, by name: partitions and configuration.
+
+    Faust creates them itself at start-up, but its first rebalance can run before a topic
+    it just created is in the cluster metadata; it then ignores that changelog, and every
+    table access fails (PartitionsMismatch, "0 partitions") until a restart. Creating them
+    first avoids the race. Names follow Faust's `<app id>-<table>-changelog` convention and
+    the tables of loopwise_compliance.app and loopwise_router.app.
+    """
+    partitions = catalogue().defaults.partitions
+    compact = {"cleanup.policy": "compact"}
+    topics: dict[str, tuple[int, dict[str, str]]] = {}
+    for svc in services:
+        if svc.name == "compliance-scoring":
+            topics[f"{svc.group}-call-state-changelog"] = (partitions, compact)
+        elif svc.name == "review-router":
+            topics[f"{svc.group}-router-calls-changelog"] = (partitions, compact)
+            topics[f"{svc.group}-router-ticks"] = (partitions, {"retention.ms": "3600000"})
+        else:
+            continue
+        topics[f"{svc.group}-__assignor-__leader"] = (1, {})
+    return topics
+
+
+def prepare_topics(services: list[Service]) -> None:
+    """Create the Faust apps' topics, then wait until every topic the demo uses has leaders."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP, "log_level": 4})
+    internal = faust_internal_topics(services)
+    new = [
+        NewTopic(name, num_partitions=n, replication_factor=1, config=config)
+        for name, (n, config) in internal.items()
+    ]
+    for name, future in admin.create_topics(new, operation_timeout=30).items():
+        try:
+            future.result(timeout=60)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise DemoFailed(f"could not create {name}: {exc}") from None
+    wanted = set(internal) | {spec.name for spec in catalogue().topics}
+    deadline = time.monotonic() + 90
+    while True:
+        meta = admin.list_topics(timeout=15).topics
+        waiting = sorted(
+            name
+            for name in wanted
+            if name not in meta
+            or meta[name].error is not None
+            or not meta[name].partitions
+            or any(p.leader < 0 for p in meta[name].partitions.values())
+        )
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"topics without a leader after 90 s: {', '.join(waiting)}")
+        time.sleep(0.5)
 
 
 def forget_run(run_id: str, services: list[Service]) -> None:
@@ -482,9 +565,7 @@ class Pipeline:
             if meta is None or meta.error is not None:
                 raise DemoFailed(f"topic {name} is missing on {BOOTSTRAP}")
             for partition in meta.partitions:
-                _, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(name, partition), timeout=30
-                )
+                high = end_offset(self.consumer, TopicPartition(name, partition))
                 assignment.append(TopicPartition(name, partition, high))
         self.consumer.assign(assignment)
         self.dead_letter_topics = {topic(label) for label in DEAD_LETTERS}
@@ -971,10 +1052,7 @@ def wait_for_sinks(pipe: Pipeline, services: list[Service], timeout_s: float = 1
                 for label in inputs[name]
                 for p in meta.topics[topic(label)].partitions
             ]
-            ends = {
-                (tp.topic, tp.partition): probe.get_watermark_offsets(tp, timeout=30)[1]
-                for tp in parts
-            }
+            ends = {(tp.topic, tp.partition): end_offset(probe, tp) for tp in parts}
             while True:
                 committed = probe.committed(parts, timeout=30)
                 behind = sum(
@@ -1009,6 +1087,7 @@ def main() -> int:
     try:
         with signals_interrupt():
             apply_topics()
+            prepare_topics(services)
             start_groups_at_end(services)
             started_services = True
             say("starting the services ...")
@@ -1021,7 +1100,11 @@ def main() -> int:
             complete = wait_for_outcomes(pipe, stories)
             for story in stories:
                 print_story(story)
+            dead = sum(len(story.dead_letters) for story in stories)
             say()
+            if dead:
+                say(f"{dead} event(s) of the demo's calls were dead-lettered (DEAD LETTER above)")
+                complete = False
             say("waiting for the audit writer and feedback exporter to catch up ...")
             wait_for_sinks(pipe, services)
             stop_services(services)
@@ -1031,7 +1114,7 @@ def main() -> int:
             if complete and not failed_tools:
                 say(f"demo complete in {elapsed:.0f} s: every call was released.")
             else:
-                say(f"demo INCOMPLETE after {elapsed:.0f} s (see above).")
+                say(f"demo INCOMPLETE after {elapsed:.0f} s (see above; logs below).")
     except Interrupted as exc:
         say(f"\ninterrupted ({exc}): stopping the services")
         complete = False
