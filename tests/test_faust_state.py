@@ -65,6 +65,9 @@ def _start(env: dict[str, str], data_dir: Path) -> subprocess.Popen[bytes]:
             return False
 
     assert wait_for(ready, timeout_s=90, interval_s=0.5), "the Faust app never became ready"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert r.status == 200
+        assert b"loopwise_handler_duration_seconds" in r.read()
     return proc
 
 

@@ -23,12 +23,17 @@ _SHARED: list[Any] = [
 ]
 
 
+def _console_renderer() -> Any:
+    # Plain tracebacks: rich ones print local variables, which can hold transcript text or audio.
+    return structlog.dev.ConsoleRenderer(
+        colors=False, exception_formatter=structlog.dev.plain_traceback
+    )
+
+
 def logging_dict_config(log_format: LogFormat = "json", level: str = "INFO") -> dict[str, Any]:
     """A `logging.config.dictConfig` that renders every stdlib record through structlog."""
     renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if log_format == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if log_format == "json" else _console_renderer()
     )
     return {
         "version": 1,
@@ -73,7 +78,16 @@ def configure_logging(service: str, *, log_format: LogFormat = "json", level: st
 
 
 def get_logger(name: str) -> Any:
-    """Return a structlog logger."""
+    """Return a structlog logger (safe console defaults until `configure_logging` runs)."""
+    if not structlog.is_configured():
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _console_renderer(),
+            ]
+        )
     return structlog.get_logger(name)
 
 

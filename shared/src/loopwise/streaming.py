@@ -131,7 +131,8 @@ def create_app(service: str, settings: StreamSettings, **overrides: Any) -> faus
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp refuses a charset inside content_type; the exposition format's default is UTF-8.
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
