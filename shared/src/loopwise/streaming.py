@@ -57,6 +57,79 @@ class StreamSettings(ServiceSettings):
     )
     topic_replication_factor: int = Field(default=1, ge=1, description="Internal topics' replicas")
     max_message_bytes: int = Field(default=1_048_576, ge=1024, description="Oversize limit")
+    health_stall_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="/healthz fails when input waits unread and the group's committed offsets "
+        "have not moved for this long (a stalled Faust consumer; the orchestrator restarts it)",
+    )
+    lag_check_interval_s: float = Field(
+        default=15.0, gt=0, description="How often committed offsets are compared with the log end"
+    )
+
+
+class LagWatch:
+    """Tells whether a consumer group is stuck: input waits unread and its offsets do not move.
+
+    faust-streaming can report itself ready after a rebalance and then fetch
+    nothing; the event loop keeps turning, so only the group's offsets show it.
+    This reads them with a separate librdkafka client that never joins the group.
+    """
+
+    def __init__(
+        self, kafka: KafkaSettings, group_id: str, topics: Iterable[str], stall_s: float
+    ) -> None:
+        self.kafka = kafka
+        self.group_id = group_id
+        self.topics = sorted(set(topics))
+        self.stall_s = stall_s
+        self._consumer: Any = None
+        self._signature: tuple[tuple[str, int, int], ...] | None = None
+        self._progress_at = time.monotonic()
+        self.behind = 0
+
+    def check(self) -> None:
+        """Compare committed offsets with the log end once (blocking; run it off the loop)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        if self._consumer is None:
+            self._consumer = Consumer(
+                {
+                    **self.kafka.librdkafka(),
+                    "group.id": self.group_id,
+                    "enable.auto.commit": False,
+                }
+            )
+        metadata = self._consumer.list_topics(timeout=10)
+        tps = [
+            TopicPartition(name, p)
+            for name in self.topics
+            if name in metadata.topics
+            for p in metadata.topics[name].partitions
+        ]
+        committed = self._consumer.committed(tps, timeout=10) if tps else []
+        behind = 0
+        for tp in committed:
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=10
+            )
+            position = tp.offset if tp.offset >= 0 else low
+            behind += max(0, high - position)
+        signature = tuple(sorted((tp.topic, tp.partition, tp.offset) for tp in committed))
+        if behind == 0 or signature != self._signature:
+            self._progress_at = time.monotonic()
+        self._signature = signature
+        self.behind = behind
+
+    def stalled(self) -> bool:
+        """True when input has waited with no committed progress for longer than `stall_s`."""
+        return self.behind > 0 and time.monotonic() - self._progress_at > self.stall_s
+
+    def close(self) -> None:
+        """Close the offsets client."""
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
 
 
 def faust_credentials(kafka: KafkaSettings) -> Any:
@@ -134,9 +207,16 @@ def create_app(service: str, settings: StreamSettings, **overrides: Any) -> faus
         # aiohttp refuses a charset inside content_type; the exposition format's default is UTF-8.
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+    health_checks: list[Callable[[], str | None]] = []
+    app.loopwise_health_checks = health_checks  # type: ignore[attr-defined]  # StreamRuntime adds to it
+
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        return web.text("ok\n")  # served by the app's own event loop: answering proves it turns
+        # Served by the app's own event loop: answering proves it turns; the checks prove more.
+        problems = [p for p in (check() for check in health_checks) if p]
+        if problems:
+            return web.text("; ".join(problems) + "\n", status=503)
+        return web.text("ok\n")
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
@@ -167,9 +247,26 @@ class StreamRuntime:
         self.dead_letter_payload = dead_letter_payload
         self.output_topics = frozenset(output_topics)
         self._topics: dict[str, Any] = {}
-        init_service_metrics(
-            service, list(input_topics), [*self.output_topics, settings.dead_letter_topic]
+        topics_in = list(input_topics)
+        init_service_metrics(service, topics_in, [*self.output_topics, settings.dead_letter_topic])
+        self.lag_watch = LagWatch(
+            settings.kafka, settings.app_id, topics_in, settings.health_stall_s
         )
+        checks = getattr(app, "loopwise_health_checks", None)
+        if checks is not None:
+            checks.append(self._stall_problem)
+
+        @app.timer(interval=settings.lag_check_interval_s)  # type: ignore[untyped-decorator]
+        async def watch_lag() -> None:
+            try:
+                await asyncio.to_thread(self.lag_watch.check)
+            except Exception as exc:  # noqa: BLE001 - a failed probe must not stop the app
+                log.warning("lag_check_failed", error=str(exc))
+
+    def _stall_problem(self) -> str | None:
+        if self.lag_watch.stalled():
+            return f"stalled: {self.lag_watch.behind} input message(s) waiting, offsets not moving"
+        return None
 
     def raw_topic(self, name: str, **kwargs: Any) -> Any:
         """A Faust topic of raw bytes (the runtime does its own decoding)."""
