@@ -13,7 +13,8 @@ Settings (environment): KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:9092),
 LOOPWISE_DEMO_PORT_BASE (first probe port, default 18081), LOOPWISE_DEMO_TIMEOUT_S
 (how long to wait for the outcomes, default 300), LOOPWISE_DEMO_READY_TIMEOUT_S
 (how long each service may take to become ready, default 300), LOOPWISE_DEMO_STATE_DIR
-(state and logs, default ./var/demo; emptied at the start of a run).
+(state and logs, default ./var/demo; emptied at the start of a run), LOOPWISE_DEMO_CLIP
+(the stereo recording of the audio call: left agent, right customer).
 """
 
 from __future__ import annotations
@@ -72,7 +73,10 @@ from loopwise.topics import catalogue, topic
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
-CLIP = DATA / "asr" / "clips" / "fasterwhisper_stereo_diarization.wav"
+CLIP = Path(
+    os.environ.get("LOOPWISE_DEMO_CLIP")
+    or DATA / "asr" / "clips" / "fasterwhisper_stereo_diarization.wav"
+)
 MANIFEST = DATA / "asr" / "manifest.jsonl"
 STATE = Path(os.environ.get("LOOPWISE_DEMO_STATE_DIR") or ROOT / "var" / "demo").resolve()
 BIN = Path(sys.executable).parent
@@ -1206,9 +1210,10 @@ def wait_for_outcomes(pipe: Pipeline, stories: list[CallStory]) -> bool:
                 say(f"  released: {story.call_id} ({out.release})")
         return len(reported) == len(stories)
 
-    ok = pipe.wait_until(all_released, OUTCOME_TIMEOUT_S)
+    pipe.wait_until(all_released, OUTCOME_TIMEOUT_S)
     # Late segment outcomes of the same calls: read what is already there.
     pipe.pump(2.0)
+    ok = all_released()
     if not ok:
         for story in stories:
             if story.call_outcome() is None:
@@ -1226,9 +1231,11 @@ def missing_steps(story: CallStory) -> str:
         return "no findings came out of compliance scoring"
     if not any(d.scope == "call" for d in story.routing):
         return "the router made no call-level decision"
-    undecided = [t.task_id for t in story.tasks if t.kind == "hold"]
-    if undecided:
-        return f"held by task(s) {', '.join(undecided)}; decided but no outcome published"
+    holds = [t.task_id for t in story.tasks if t.kind == "hold"]
+    if holds:
+        decided = {d.task_id for d in story.decisions}
+        state = "all decided" if decided >= set(holds) else "not all decided"
+        return f"held by task(s) {', '.join(holds)} ({state}); no call outcome published"
     return "call routed but no call-level outcome published"
 
 
