@@ -18,7 +18,7 @@ from pydantic_settings import SettingsConfigDict
 from loopwise.events import CallMetadataV1
 from loopwise.kafka import Emit, Incoming
 from loopwise.settings import load_settings
-from loopwise.streaming import StreamRuntime, StreamSettings, create_app
+from loopwise.streaming import StreamRuntime, StreamSettings, create_app, ensure_internal_topics
 
 
 class CounterSettings(StreamSettings):
@@ -71,5 +71,6 @@ async def counter(stream):  # type: ignore[no-untyped-def]
 
 
 if __name__ == "__main__":
+    ensure_internal_topics(app, settings)
     sys.argv = [sys.argv[0], *(sys.argv[1:] or ["worker"]), "--loglevel", "warn"]
     app.main()

@@ -226,6 +226,72 @@ def create_app(service: str, settings: StreamSettings, **overrides: Any) -> faus
     return app
 
 
+def ensure_internal_topics(
+    app: faust.App,
+    settings: StreamSettings,
+    extra: Mapping[str, tuple[int, Mapping[str, str]]] | None = None,
+    timeout_s: float = 90.0,
+) -> list[str]:
+    """Create the app's changelog and assignor topics (and `extra`) and wait for their leaders.
+
+    Faust creates them itself, but its first rebalance can run before a topic it just
+    created appears in the cluster metadata; it then ignores that changelog and every
+    table access fails with PartitionsMismatch until a restart. Creating them before
+    the worker starts closes that race. Returns the topics that were created.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    compact = {"cleanup.policy": "compact"}
+    wanted: dict[str, tuple[int, Mapping[str, str]]] = {
+        f"{settings.app_id}-__assignor-__leader": (1, {}),
+    }
+    for table in app.tables.values():
+        partitions = table.partitions or settings.topic_partitions
+        wanted[table.changelog_topic.get_topic_name()] = (partitions, compact)
+    wanted.update(extra or {})
+    admin = AdminClient(settings.kafka.librdkafka())
+    existing = admin.list_topics(timeout=30).topics
+    new = [
+        NewTopic(
+            name,
+            num_partitions=n,
+            replication_factor=settings.topic_replication_factor,
+            config=dict(config),
+        )
+        for name, (n, config) in wanted.items()
+        if name not in existing
+    ]
+    created = []
+    if new:
+        for name, future in admin.create_topics(new, operation_timeout=30).items():
+            try:
+                future.result(timeout=timeout_s)
+                created.append(name)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+    deadline = time.monotonic() + timeout_s
+    while True:
+        meta = admin.list_topics(timeout=30).topics
+        waiting = [
+            name
+            for name in wanted
+            if name not in meta
+            or meta[name].error is not None
+            or not meta[name].partitions
+            or any(part.leader < 0 for part in meta[name].partitions.values())
+        ]
+        if not waiting:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics without a leader after {timeout_s:.0f} s: {waiting}")
+        time.sleep(0.5)
+    if created:
+        log.info("internal_topics_created", topics=created)
+    return created
+
+
 class StreamRuntime:
     """Admits raw messages, dead-letters rejects, runs the handler and delivers its outputs."""
 

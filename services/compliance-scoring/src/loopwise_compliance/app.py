@@ -22,7 +22,7 @@ from loopwise.events import (
 )
 from loopwise.kafka.intake import Emit, Incoming
 from loopwise.logging import get_logger
-from loopwise.streaming import StreamRuntime, create_app
+from loopwise.streaming import StreamRuntime, create_app, ensure_internal_topics
 from loopwise_compliance import metrics
 from loopwise_compliance.config import SERVICE, ComplianceSettings
 from loopwise_compliance.handler import ComplianceScorer, state_from_json, state_to_json
@@ -104,6 +104,7 @@ def run(settings: ComplianceSettings, packs: PackIndex) -> None:
         packs=[f"{p.name}@{p.version_label}" for p in packs.packs()],
         tenants=sorted(packs.tenants),
     )
+    ensure_internal_topics(app, settings)
     # Faust's own command line starts the worker; it reads argv, so give it only its own.
     level = FAUST_LOG_LEVELS[settings.observability.log_level]
     sys.argv = [sys.argv[0], "worker", "--loglevel", level]

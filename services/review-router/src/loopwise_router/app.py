@@ -45,7 +45,7 @@ from loopwise.events import (
 )
 from loopwise.kafka.intake import Emit, Incoming
 from loopwise.logging import get_logger
-from loopwise.streaming import StreamRuntime, create_app
+from loopwise.streaming import StreamRuntime, create_app, ensure_internal_topics
 from loopwise_router.config import RouterSettings
 from loopwise_router.handler import JoinSettings, OutputTopics, Router
 from loopwise_router.reload import PolicyHolder
@@ -288,6 +288,16 @@ def run(settings: RouterSettings) -> None:
         "router_starting",
         policy=str(settings.policy_path),
         policy_version=built.policy.current.version,
+    )
+    ensure_internal_topics(
+        built.app,
+        settings,
+        {
+            f"{settings.app_id}-router-ticks": (
+                settings.topic_partitions,
+                {"retention.ms": "3600000"},
+            )
+        },
     )
     worker = Worker(
         built.app,
