@@ -96,6 +96,12 @@ def test_held_call_waits_for_its_decision_then_releases_once_with_corrections(
     (task,) = of(emits, ReviewTaskCreatedV1)
     assert task.kind == "hold" and task.scope == "call" and task.priority == "p2"
     assert len(task.segments) == 2
+    # The task names the models behind its data, so feedback is filed per model version.
+    assert {s.asr_model.name for s in task.segments if s.asr_model} == {"test-asr"}
+    assert {s.sentiment_model.name for s in task.segments if s.sentiment_model} == {
+        "test-sentiment"
+    }
+    assert task.compliance_pack is not None and task.compliance_pack.name == "test-pack"
     assert [o.scope for o in of(emits, ReleasedOutcomeV1)] == ["segment", "segment"]
     assert not of(driver.tick("c-hold", 600), ReleasedOutcomeV1)  # time alone releases nothing
 

@@ -111,6 +111,7 @@ class Router:
             seg.language = event.language
             seg.words = len(event.words) if event.words else len(event.text.split())
             seg.seen_at = now
+            seg.asr_model = event.producer.model_dump()
             seg.sources.append(event_id)
         elif isinstance(event, SegmentSentimentV1):
             seg = state.segment(event.segment_id)
@@ -118,11 +119,13 @@ class Router:
                 seg.sentiment = SentimentFacts(
                     label=event.label, score=event.score, confidence=event.confidence
                 )
+                seg.sentiment_model = event.producer.model_dump()
                 seg.sources.append(event_id)
         elif isinstance(event, SegmentComplianceV1):
             seg = state.segment(event.segment_id)
             if seg.findings is None:
                 seg.findings = [f.model_dump(mode="json") for f in event.findings]
+                seg.compliance_pack = event.producer.model_dump()
                 seg.sources.append(event_id)
         elif isinstance(event, CallSentimentV1):
             state.call_sentiment = CallSentimentFacts(

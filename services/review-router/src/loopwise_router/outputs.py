@@ -166,6 +166,10 @@ class OutputEvents:
                 if task.scope == "call"
                 else []
             ),
+            compliance_pack=next(
+                (ModelRef.model_validate(s.compliance_pack) for s in segs if s.compliance_pack),
+                None,
+            ),
         )
         return Emit(self.topics.tasks, event, item_id("ev", task.task_id, "created"))
 
@@ -242,6 +246,10 @@ def _task_segment(seg: SegmentState) -> TaskSegment:
         sentiment_score=seg.sentiment.score if seg.sentiment else None,
         sentiment_confidence=seg.sentiment.confidence if seg.sentiment else None,
         findings=[ComplianceFinding.model_validate(f) for f in seg.findings or []],
+        asr_model=ModelRef.model_validate(seg.asr_model) if seg.asr_model else None,
+        sentiment_model=(
+            ModelRef.model_validate(seg.sentiment_model) if seg.sentiment_model else None
+        ),
     )
 
 

@@ -55,6 +55,15 @@ class SegmentState(_State):
         default=None, description="Compliance findings (ComplianceFinding JSON); None = unchecked"
     )
     seen_at: float | None = Field(default=None, description="Epoch seconds the transcript came")
+    asr_model: dict[str, str] | None = Field(
+        default=None, description="Name and version of the ASR model behind the text"
+    )
+    sentiment_model: dict[str, str] | None = Field(
+        default=None, description="Name and version of the sentiment model"
+    )
+    compliance_pack: dict[str, str] | None = Field(
+        default=None, description="Name and version of the rule pack that scored the segment"
+    )
     sources: list[str] = Field(default_factory=list, description="Input event ids joined")
     status: SegmentStatus = Field(default="pending", description="Where the segment stands")
     outcome: Outcome | None = Field(default=None, description="Routing outcome")
