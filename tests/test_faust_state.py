@@ -98,10 +98,13 @@ def test_table_survives_restart_and_bad_input_is_dead_lettered(
         "LOOPWISE_COUNTER_TOPIC_PARTITIONS": "3",
     }
     calls, first_round, second_round = 4, 5, 3
+    # Both rounds wait in the topic before their worker starts: Faust must not skip records
+    # fetched while it starts and recovers (it did while it still created its own internal
+    # topics, whose creation re-ran the rebalance; `ensure_internal_topics` prevents that).
+    produce_events(kafka_bootstrap, source, _events(calls, first_round))
+    produce_raw(kafka_bootstrap, source, [(b"call-0", b"{broken", [])])
     first = _start(env, tmp_path / "first")
     try:
-        produce_events(kafka_bootstrap, source, _events(calls, first_round))
-        produce_raw(kafka_bootstrap, source, [(b"call-0", b"{broken", [])])
         out = read_topic(kafka_bootstrap, sink, expect=calls * first_round, timeout_s=120)
         assert len(out) == calls * first_round
     finally:
@@ -109,10 +112,10 @@ def test_table_survives_restart_and_bad_input_is_dead_lettered(
     assert first.returncode == 0, log
 
     # A fresh data dir: the table can only come back from its changelog topic.
-    second = _start(env, tmp_path / "second")
     second_ids = set(
         produce_events(kafka_bootstrap, source, _events(calls, second_round, start=first_round))
     )
+    second = _start(env, tmp_path / "second")
     final: dict[str, int] = defaultdict(int)
     resumed_at: dict[str, int] = {}
 
