@@ -27,7 +27,7 @@ lint: install ## ruff (lint + format check) and mypy --strict
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy $(addprefix -p ,$(PACKAGES))
-	$(UV) run mypy tests
+	$(UV) run mypy tests deploy/local/demo.py
 
 .PHONY: pytest
 pytest: install ## run every test (starts a local broker unless KAFKA_BOOTSTRAP_SERVERS is set)

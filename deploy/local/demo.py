@@ -366,47 +366,12 @@ def start_groups_at_end(services: list[Service]) -> None:
             committer.close()
 
 
-def faust_internal_topics(services: list[Service]) -> dict[str, tuple[int, dict[str, str]]]:
-    """The Faust apps' own topics, by name: partitions and configuration.
-
-    Faust creates them itself at start-up, but its first rebalance can run before a topic
-    it just created is in the cluster metadata; it then ignores that changelog, and every
-    table access fails (PartitionsMismatch, "0 partitions") until a restart. Creating them
-    first avoids the race. Names follow Faust's `<app id>-<table>-changelog` convention and
-    the tables of loopwise_compliance.app and loopwise_router.app.
-    """
-    partitions = catalogue().defaults.partitions
-    compact = {"cleanup.policy": "compact"}
-    topics: dict[str, tuple[int, dict[str, str]]] = {}
-    for svc in services:
-        if svc.name == "compliance-scoring":
-            topics[f"{svc.group}-call-state-changelog"] = (partitions, compact)
-        elif svc.name == "review-router":
-            topics[f"{svc.group}-router-calls-changelog"] = (partitions, compact)
-            topics[f"{svc.group}-router-ticks"] = (partitions, {"retention.ms": "3600000"})
-        else:
-            continue
-        topics[f"{svc.group}-__assignor-__leader"] = (1, {})
-    return topics
-
-
-def prepare_topics(services: list[Service]) -> None:
-    """Create the Faust apps' topics, then wait until every topic the demo uses has leaders."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+def prepare_topics() -> None:
+    """Wait until every catalogue topic has leaders (the Faust services create their own)."""
+    from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP, "log_level": 4})
-    internal = faust_internal_topics(services)
-    new = [
-        NewTopic(name, num_partitions=n, replication_factor=1, config=config)
-        for name, (n, config) in internal.items()
-    ]
-    for name, future in admin.create_topics(new, operation_timeout=30).items():
-        try:
-            future.result(timeout=60)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise DemoFailed(f"could not create {name}: {exc}") from None
-    wanted = set(internal) | {spec.name for spec in catalogue().topics}
+    wanted = {spec.name for spec in catalogue().topics}
     deadline = time.monotonic() + 90
     while True:
         meta = admin.list_topics(timeout=15).topics
@@ -1091,7 +1056,7 @@ def main() -> int:
     try:
         with signals_interrupt():
             apply_topics()
-            prepare_topics(services)
+            prepare_topics()
             start_groups_at_end(services)
             started_services = True
             say("starting the services ...")
