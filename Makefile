@@ -54,6 +54,14 @@ kafka-up: ## start the local KRaft broker on 127.0.0.1:$(KAFKA_PORT)
 kafka-down: ## stop the local broker
 	$(KAFKA) down
 
+.PHONY: pg-up
+pg-up: ## start a throw-away PostgreSQL (for the audit writer's PostgreSQL tests)
+	bash deploy/local/postgres.sh up
+
+.PHONY: pg-down
+pg-down: ## stop it and delete its data
+	bash deploy/local/postgres.sh down
+
 .PHONY: demo
 demo: install kafka-up ## run the whole pipeline on the local broker: three calls, reviewer, audit
 	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) $(UV) run python deploy/local/demo.py
