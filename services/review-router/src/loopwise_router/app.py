@@ -135,6 +135,7 @@ def build_app(settings: RouterSettings) -> RouterApp:
         JoinSettings(
             segment_window_s=settings.segment_window_s,
             call_window_s=settings.call_window_s,
+            call_grace_s=min(settings.call_grace_s, settings.call_window_s),
             needs_sentiment=settings.needs_sentiment,
             needs_compliance=settings.needs_compliance,
             retain_closed_s=settings.retain_closed_s,

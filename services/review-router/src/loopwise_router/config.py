@@ -53,6 +53,14 @@ class RouterSettings(StreamSettings):
     call_window_s: float = Field(
         default=10.0, gt=0, description="Wait this long after CallEnded for call-level scores"
     )
+    call_grace_s: float = Field(
+        default=2.0,
+        ge=0,
+        description=(
+            "Least wait after CallEnded before a call is decided, even with every score in: "
+            "room for the transcriber's last segments flushed at hang-up"
+        ),
+    )
     needs_sentiment: bool = Field(default=True, description="Wait for sentiment before deciding")
     needs_compliance: bool = Field(default=True, description="Wait for compliance before deciding")
     tick_interval_s: float = Field(default=1.0, gt=0, description="How often deadlines are scanned")

@@ -38,6 +38,12 @@ from loopwise_router.state import (
 __all__ = ["DecisionRejected", "JoinSettings", "OutputTopics", "Router", "item_id"]
 
 _RAISE: dict[str, Priority] = {"p4": "p3", "p3": "p2", "p2": "p1", "p1": "p1"}
+_STRENGTH: dict[str, int] = {"auto": 0, "sample": 1, "hold": 2}
+LATE_NOTE = (
+    "late finding after release: an input that came after the call was decided made its "
+    "verdict {outcome} where {done} was released; the released call outcome stands (a hold "
+    "can no longer block it): review it and reject it to retract"
+)
 
 
 class DecisionRejected(ValueError):
@@ -46,10 +52,15 @@ class DecisionRejected(ValueError):
 
 @dataclass(frozen=True)
 class JoinSettings:
-    """How long the join waits for scores, and which scores it waits for."""
+    """How long the join waits for scores, and which scores it waits for.
+
+    `call_grace_s` is the least time a call waits after CallEnded even when every score
+    is in, for the transcriber's last segments flushed at hang-up.
+    """
 
     segment_window_s: float = 5.0
     call_window_s: float = 10.0
+    call_grace_s: float = 0.0
     needs_sentiment: bool = True
     needs_compliance: bool = True
     retain_closed_s: float = 7 * 86400.0
@@ -100,10 +111,16 @@ class Router:
         return self._progress(state, now)
 
     def _apply(self, state: CallState, event: TenantEvent, event_id: str, now: float) -> None:
+        if self._join(state, event, event_id, now) and state.call_status != "open":
+            state.recheck = True  # the call was decided: route it again with this input
+        del state.sources[:-MAX_DERIVED]
+
+    def _join(self, state: CallState, event: TenantEvent, event_id: str, now: float) -> bool:
+        """Join one input into the state; whether it changed what a call rule can see."""
         if isinstance(event, TranscriptSegmentV1):
             seg = state.segment(event.segment_id)
             if seg.transcribed:
-                return  # redelivered or duplicate transcript: the first one stands
+                return False  # redelivered or duplicate transcript: the first one stands
             seg.speaker = event.speaker
             seg.start_s, seg.end_s = event.start_s, event.end_s
             seg.text = event.text
@@ -113,21 +130,27 @@ class Router:
             seg.seen_at = now
             seg.asr_model = event.producer.model_dump()
             seg.sources.append(event_id)
-        elif isinstance(event, SegmentSentimentV1):
+            return True
+        if isinstance(event, SegmentSentimentV1):
             seg = state.segment(event.segment_id)
-            if seg.sentiment is None:
-                seg.sentiment = SentimentFacts(
-                    label=event.label, score=event.score, confidence=event.confidence
-                )
-                seg.sentiment_model = event.producer.model_dump()
-                seg.sources.append(event_id)
-        elif isinstance(event, SegmentComplianceV1):
+            if seg.sentiment is not None:
+                return False
+            seg.sentiment = SentimentFacts(
+                label=event.label, score=event.score, confidence=event.confidence
+            )
+            seg.sentiment_model = event.producer.model_dump()
+            seg.sources.append(event_id)
+            return seg.transcribed
+        if isinstance(event, SegmentComplianceV1):
             seg = state.segment(event.segment_id)
-            if seg.findings is None:
-                seg.findings = [f.model_dump(mode="json") for f in event.findings]
-                seg.compliance_pack = event.producer.model_dump()
-                seg.sources.append(event_id)
-        elif isinstance(event, CallSentimentV1):
+            if seg.findings is not None:
+                return False
+            seg.findings = [f.model_dump(mode="json") for f in event.findings]
+            seg.compliance_pack = event.producer.model_dump()
+            seg.sources.append(event_id)
+            return bool(seg.findings)
+        if isinstance(event, CallSentimentV1):
+            before = state.call_sentiment
             state.call_sentiment = CallSentimentFacts(
                 final=event.final,
                 worst=event.worst,
@@ -137,27 +160,36 @@ class Router:
                 at_end=event.reason == "call_ended",
             )
             state.sources.append(event_id)
-        elif isinstance(event, CallComplianceV1):
-            state.call_findings = [f.model_dump(mode="json") for f in event.findings]
+            return state.call_sentiment != before
+        if isinstance(event, CallComplianceV1):
+            held = state.call_compliance_revision
+            if held is not None and event.revision <= held:
+                return False  # a redelivery or an older revision than the one held
+            state.call_compliance_revision = event.revision
+            findings = [f.model_dump(mode="json") for f in event.findings]
+            changed = findings != state.call_findings
+            state.call_findings = findings
             state.sources.append(event_id)
-        elif isinstance(event, CallStartedV1):
+            return changed
+        if isinstance(event, CallStartedV1):
             state.started = True
             state.queue, state.region = event.queue, event.region
             state.language = event.language_hint
             state.direction, state.agent_id = event.direction, event.agent_id
             state.metadata.update(event.metadata)
             state.sources.append(event_id)
-        elif isinstance(event, CallMetadataV1):
+            return False
+        if isinstance(event, CallMetadataV1):
             state.metadata.update(event.metadata)
-        elif isinstance(event, CallEndedV1):
+            return False
+        if isinstance(event, CallEndedV1):
             if state.ended_at is None:
                 state.ended_at = now
                 state.end_reason = event.reason
                 state.duration_s = event.duration_s
                 state.sources.append(event_id)
-        else:
-            raise TypeError(f"the router does not route {type(event).__name__}")
-        del state.sources[:-MAX_DERIVED]
+            return False
+        raise TypeError(f"the router does not route {type(event).__name__}")
 
     # ---- the clock ----------------------------------------------------------------------
 
@@ -173,14 +205,18 @@ class Router:
             seen = seg.seen_at if seg.seen_at is not None else now
             if complete or now >= seen + join.segment_window_s:
                 emits.extend(self._decide_segment(state, seg, now))
+        waiting = any(s.status == "pending" for s in state.segments.values() if s.transcribed)
         if state.ended_at is not None and state.call_status == "open":
-            waiting = any(s.status == "pending" for s in state.segments.values() if s.transcribed)
             sentiment_in = state.call_sentiment is not None and state.call_sentiment.at_end
-            complete = (sentiment_in or not join.needs_sentiment) and (
-                state.call_findings is not None or not join.needs_compliance
+            complete = (
+                (sentiment_in or not join.needs_sentiment)
+                and (state.call_findings is not None or not join.needs_compliance)
+                and now >= state.ended_at + join.call_grace_s
             )
             if not waiting and (complete or now >= state.ended_at + join.call_window_s):
                 emits.extend(self._decide_call(state, now))
+        elif state.recheck and not waiting:
+            emits.extend(self._recheck_call(state, now))
         for task in list(state.tasks.values()):
             if task.status == "open" and now >= task.due_at:
                 emits.extend(self._breach(state, task, now))
@@ -202,6 +238,8 @@ class Router:
         ]
         if state.ended_at is not None and state.call_status == "open":
             times.append(state.ended_at + self.join.call_window_s)
+            if self.join.call_grace_s > 0:
+                times.append(state.ended_at + self.join.call_grace_s)
         times.extend(t.due_at for t in state.tasks.values() if t.status == "open")
         return min(times, default=None)
 
@@ -218,12 +256,18 @@ class Router:
         seg.outcome, seg.rule_id, seg.mode = verdict.outcome, verdict.rule_id, verdict.mode
         task: TaskState | None = None
         emits: list[Emit] = []
-        if verdict.outcome == "hold" and verdict.mode == "post_call":
+        if (
+            verdict.outcome == "hold"
+            and verdict.mode == "post_call"
+            and state.call_status == "open"
+        ):
             seg.status = "awaiting_call"
             for rule in verdict.review_rules:
                 if rule.rule.id not in state.waiting_rules:
                     state.waiting_rules.append(rule.rule.id)
         elif verdict.outcome == "hold":
+            # realtime, or post_call for a segment that came after its call was decided:
+            # there is no call left to hold, so the segment is held on its own
             seg.status = "held"
             task = self._open_task(state, verdict, "hold", "segment", seg, now)
         else:
@@ -271,6 +315,52 @@ class Router:
             emits.append(self.out.outcome(state, "call", released, release, now, task=task))
         return emits
 
+    def _recheck_call(self, state: CallState, now: float) -> list[Emit]:
+        """Route a decided call again after a late input; review it if the verdict grew.
+
+        Only a released call can need it: a held call is before a person already and a
+        rejected one was never released. The released outcome is never sent again; a
+        stronger verdict gets a re-decision and a review task that blocks nothing.
+        Idempotent: each outcome strength is re-decided at most once per call, under ids
+        derived from the call and that outcome.
+        """
+        state.recheck = False
+        if state.call_status != "released" or state.call_outcome is None:
+            return []
+        policy = self.policy()
+        verdict = route_call(policy, state)
+        done = max(
+            (o for o in (state.call_outcome, state.late_outcome) if o is not None),
+            key=_STRENGTH.__getitem__,
+        )
+        if _STRENGTH[verdict.outcome] <= _STRENGTH[done]:
+            return []
+        state.late_outcome = verdict.outcome
+        kind = "hold" if verdict.outcome == "hold" else "sample"
+        task = self._open_task(state, verdict, kind, "call", None, now, late=True)
+        segs = state.ordered_segments()
+        first = item_id("rd", state.call_id, "call")
+        return [
+            self.out.decision(
+                state,
+                verdict,
+                "call",
+                None,
+                task,
+                now,
+                self._missing(state, None),
+                redecision_of=first,
+            ),
+            self.out.task_created(
+                state,
+                task,
+                verdict,
+                segs,
+                now,
+                note=LATE_NOTE.format(outcome=verdict.outcome, done=done),
+            ),
+        ]
+
     def _open_task(
         self,
         state: CallState,
@@ -279,13 +369,16 @@ class Router:
         scope: str,
         seg: SegmentState | None,
         now: float,
+        *,
+        late: bool = False,
     ) -> TaskState:
         defaults, _ = self.policy().for_tenant(state.tenant_id)
         item = seg.segment_id if seg is not None else "call"
+        extra = ("late",) if late else ()
         sla = verdict.sla_s if verdict.sla_s is not None else defaults.sla
         rule_ids = [r.rule.id for r in verdict.review_rules] or [verdict.rule_id or "default"]
         task = TaskState(
-            task_id=item_id("task", state.call_id, item, kind),
+            task_id=item_id("task", state.call_id, item, kind, *extra),
             scope=cast(Any, scope),
             segment_id=seg.segment_id if seg is not None else None,
             kind=cast(Any, kind),
@@ -296,6 +389,7 @@ class Router:
             max_level=defaults.escalations,
             on_expiry=defaults.on_expiry,
             rule_ids=rule_ids,
+            late=late,
         )
         if scope == "call":
             task.mode = "post_call"
@@ -335,6 +429,21 @@ class Router:
             if seg.segment_id in labels:
                 seg.relabel = labels[seg.segment_id]
         approve = decision.verdict == "approve"
+        if task.late:  # the call was released before this task: a reviewed outcome follows it
+            released = [s for s in segs if s.status == "released"] if approve else []
+            return [
+                self.out.outcome(
+                    state,
+                    "call",
+                    released,
+                    "reviewed",
+                    now,
+                    task=task,
+                    decision=decision,
+                    dismissed=dismissed,
+                    suffix=("reviewed", "late"),
+                )
+            ]
         if task.kind == "hold":
             for seg in segs:
                 if task.scope == "segment" or seg.status == "awaiting_call":
@@ -366,7 +475,7 @@ class Router:
             task.due_at = now + task.sla_s
             return [self.out.escalated(state, task, now)]
         task.status = "expired"
-        if task.kind == "sample":
+        if task.kind == "sample" or task.late:  # a late task has nothing held to release
             action = "withdrawn"
         elif task.on_expiry == "release":
             action = "released_unreviewed"

@@ -99,10 +99,14 @@ class OutputEvents:
         task: TaskState | None,
         now: float,
         missing: list[Any],
+        *,
+        redecision_of: str | None = None,
     ) -> Emit:
-        """The routing decision of a segment or call."""
+        """The routing decision of a segment or call (or a call's re-decision, by outcome)."""
         item = seg.segment_id if seg is not None else "call"
         decision_id = item_id("rd", state.call_id, item)
+        if redecision_of is not None:
+            decision_id = item_id("rd", state.call_id, item, "late", verdict.outcome)
         reviewed = verdict.outcome != "auto"
         event = RoutingDecisionV1(
             tenant_id=state.tenant_id,
@@ -127,6 +131,7 @@ class OutputEvents:
             mode=verdict.mode if reviewed else None,
             task_id=task.task_id if task is not None else None,
             missing_inputs=missing,
+            redecision_of=redecision_of,
         )
         return Emit(self.topics.routing, event, decision_id)
 
@@ -137,12 +142,16 @@ class OutputEvents:
         verdict: Verdict,
         segs: list[SegmentState],
         now: float,
+        *,
+        note: str | None = None,
     ) -> Emit:
-        reasons = [
+        """A new review task; `note` goes first among its reasons."""
+        reasons = ([note] if note else []) + [
             f"{f.rule_id}: {f.condition}"
             + (f" (saw {f.observed})" if f.observed is not None else "")
             for f in verdict.fired
-        ][:50]
+        ]
+        reasons = reasons[:50]
         event = ReviewTaskCreatedV1(
             tenant_id=state.tenant_id,
             call_id=state.call_id,

@@ -96,6 +96,10 @@ class TaskState(_State):
     rule_ids: list[str] = Field(description="Rules that asked for review")
     status: TaskStatus = Field(default="open", description="open, decided or expired")
     decision_id: str | None = Field(default=None, description="Decision applied")
+    late: bool = Field(
+        default=False,
+        description="Opened by a re-decision after the call was released: it blocks nothing",
+    )
 
 
 class CallState(_State):
@@ -118,6 +122,9 @@ class CallState(_State):
     call_findings: list[dict[str, Any]] | None = Field(
         default=None, description="Call-level findings; None until published"
     )
+    call_compliance_revision: int | None = Field(
+        default=None, description="Revision of the call-level compliance result held"
+    )
     segments: dict[str, SegmentState] = Field(default_factory=dict, description="By segment id")
     tasks: dict[str, TaskState] = Field(default_factory=dict, description="By task id")
     call_status: Literal["open", "released", "held", "rejected"] = Field(
@@ -125,6 +132,13 @@ class CallState(_State):
     )
     call_outcome: Outcome | None = Field(default=None, description="Call routing outcome")
     call_rule_id: str | None = Field(default=None, description="Deciding rule of the call")
+    late_outcome: Outcome | None = Field(
+        default=None, description="Strongest outcome of a re-decision after the call was decided"
+    )
+    recheck: bool = Field(
+        default=False,
+        description="An input changed a decided call: route it again once its segments are in",
+    )
     waiting_rules: list[str] = Field(
         default_factory=list, description="Segment rules that hold the whole call (post_call)"
     )

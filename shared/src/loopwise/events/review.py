@@ -68,6 +68,15 @@ class RoutingDecisionV1(DerivedCallEvent):
         max_length=3,
         description="Inputs still missing when the join window closed and the item was decided",
     )
+    redecision_of: str | None = Field(
+        default=None,
+        max_length=200,
+        description=(
+            "Set on a re-decision: the decision id of the earlier call decision that an input "
+            "arriving after the call was decided (a late segment, a compliance or sentiment "
+            "revision) made stronger; the outcome released then is not released again"
+        ),
+    )
 
 
 class TaskSegment(ContractModel):
