@@ -20,7 +20,7 @@ from loopwise.events import (
     ModelRef,
     validation_reason,
 )
-from loopwise.kafka.intake import Emit, Incoming
+from loopwise.kafka.intake import DeadLetterRequest, Emit, Incoming
 from loopwise.logging import get_logger
 from loopwise_transcription.audio import AudioFormatError, looks_like_text
 from loopwise_transcription.calls import (
@@ -82,15 +82,6 @@ class CallAlreadyEnded(BadAudioChunk):
 
 class SegmentInvalid(ValueError):
     """A segment could not be built; the reason names fields, never their values."""
-
-
-@dataclass(frozen=True)
-class DeadLetterRequest:
-    """A held input the handler gives up on later: the worker dead-letters it."""
-
-    incoming: Incoming
-    error_class: str
-    reason: str
 
 
 @dataclass

@@ -47,6 +47,20 @@ class Emit:
 
 
 @dataclass(frozen=True)
+class DeadLetterRequest:
+    """An earlier input a stateful handler gives up on later (it held it in memory).
+
+    The worker dead-letters it with that input's own topic, partition and offset, not
+    those of the message being handled when the handler gave up on it.
+    """
+
+    incoming: Incoming
+    error_class: str
+    reason: str
+    stage: str = "handle"
+
+
+@dataclass(frozen=True)
 class Rejection:
     """Why a message cannot be processed: the stage, an error class and a readable reason."""
 

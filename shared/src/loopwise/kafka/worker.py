@@ -11,6 +11,17 @@ Guarantees, in order of importance:
 * One bad event never stops the service: it goes to the service's
   dead-letter topic with its coordinates, stage, error class and reason.
 * SIGTERM finishes the batch in hand, commits and leaves the group.
+
+Stateful handlers that keep inputs in memory across messages (transcription holds
+audio until an utterance ends) plug into optional hooks; unused, they change nothing:
+
+* ``offset_floors``: per partition, the lowest input offset still held in memory;
+  offsets are never stored past it, so a crash, restart or rebalance replays it;
+* ``tick`` (every ``tick_interval_s``, also when no message arrives): outputs caused by
+  time alone, each the child of an earlier input, e.g. closing an idle call;
+* ``dead_letters`` (drained after every input and every tick): earlier inputs the
+  handler gives up on, dead-lettered with their own coordinates;
+* ``on_revoke``: the partitions this instance no longer owns, to forget their state.
 """
 
 from __future__ import annotations
@@ -31,7 +42,15 @@ from pydantic import Field
 from loopwise.events import EVENT_TYPES, Envelope, TenantEvent
 from loopwise.events.envelope import Headers
 from loopwise.kafka.deadletter import PayloadFilter, dead_letter_record
-from loopwise.kafka.intake import Emit, Incoming, OutRecord, Rejection, admit, encode_output
+from loopwise.kafka.intake import (
+    DeadLetterRequest,
+    Emit,
+    Incoming,
+    OutRecord,
+    Rejection,
+    admit,
+    encode_output,
+)
 from loopwise.logging import get_logger, librdkafka_logger
 from loopwise.metrics import (
     BATCH_RETRIES,
@@ -87,6 +106,19 @@ class WorkerSettings(ServiceSettings):
 Handler = Callable[[Incoming], Iterable[Emit]]
 """A pure function from one input event to the events it causes; no Kafka inside."""
 
+Partition = tuple[str, int]
+"""A topic and a partition number."""
+
+ChildEmit = tuple[Incoming, Emit]
+"""An output caused later (by a timer) and the earlier input it is a child of."""
+
+TICK_INDEX_BASE = 1_000
+"""Output index of a tick's first output, so its derived id differs from the handler's."""
+
+
+def _no_payload(value: bytes) -> bytes | None:
+    return None
+
 
 @dataclass
 class _Batch:
@@ -127,11 +159,32 @@ class Worker:
         accepted: Mapping[str, type[TenantEvent]] | None = None,
         dead_letter_payload: PayloadFilter | None = None,
         before_commit: Callable[[], None] | None = None,
+        offset_floors: Callable[[], Mapping[Partition, int]] | None = None,
+        tick: Callable[[], Iterable[ChildEmit]] | None = None,
+        tick_interval_s: float = 1.0,
+        dead_letters: Callable[[], Iterable[DeadLetterRequest]] | None = None,
+        on_revoke: Callable[[set[Partition]], None] | None = None,
     ) -> None:
         self.service = service
         # Sinks make their writes durable here: it runs after a batch's outputs are delivered
         # and before its offsets are stored; if it raises, the batch is rewound and retried.
         self.before_commit = before_commit
+        # Per partition, the lowest offset the handler's memory still needs: stored offsets
+        # never pass it. Asked after a batch is delivered; if it raises, nothing is stored.
+        self.offset_floors = offset_floors
+        # A timer turn between polls, also when no message comes: its outputs are children
+        # of earlier inputs (ids from TICK_INDEX_BASE on). A failing tick is logged; the loop
+        # goes on. Its outputs are not retried if their delivery fails.
+        self.tick = tick
+        if tick_interval_s <= 0:
+            raise ValueError("tick_interval_s must be positive")
+        self.tick_interval_s = tick_interval_s
+        # Earlier inputs given up on, drained after every input and every tick and
+        # dead-lettered with their own coordinates; their bytes are no longer kept.
+        self.dead_letters = dead_letters
+        # Told which partitions were revoked, after their offsets are committed.
+        self.on_revoke = on_revoke
+        self._last_tick = 0.0
         self.settings = settings
         self.handler = handler
         self.output_topics = frozenset(output_topics)
@@ -199,6 +252,8 @@ class Worker:
                 )
                 if messages:
                     self._process_batch(messages)
+                if self.tick is not None and self._tick_due():
+                    self._run_tick(self.tick)
         finally:
             self._shutdown()
 
@@ -270,6 +325,8 @@ class Worker:
             last[tp] = offset
             for out in self._process_message(msg):
                 self._produce(out, batch)
+            for out in self._earlier_dead_letters():
+                self._produce(out, batch)
         self._await_deliveries(batch)
         if not batch.failures and self.before_commit is not None:
             try:
@@ -291,13 +348,75 @@ class Worker:
             EVENTS_IN_PROGRESS.labels(self.service).set(0)
             return
         if last:
-            self._consumer.store_offsets(
-                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
-            )
+            stored = self._floored({tp: o + 1 for tp, o in last.items()})
+            if stored:
+                self._consumer.store_offsets(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in stored.items()]
+                )
         for topic, count in batch.delivered.items():
             EVENTS_PRODUCED.labels(self.service, topic).inc(count)
         EVENTS_IN_PROGRESS.labels(self.service).set(0)
         LAST_PROCESSED.labels(self.service).set_to_current_time()
+
+    def _floored(self, offsets: dict[Partition, int]) -> dict[Partition, int]:
+        """The offsets to store: no further than the handler's offset floors."""
+        if self.offset_floors is None:
+            return offsets
+        try:
+            floors = self.offset_floors()
+        except Exception:  # storing nothing is safe: the next batch stores again
+            log.exception("offset_floors_failed")
+            return {}
+        return {tp: min(o, floors.get(tp, o)) for tp, o in offsets.items()}
+
+    def _tick_due(self) -> bool:
+        return time.monotonic() - self._last_tick >= self.tick_interval_s
+
+    def _run_tick(self, tick: Callable[[], Iterable[ChildEmit]]) -> None:
+        """One timer turn: produce what time alone caused, and wait for its delivery."""
+        self._last_tick = time.monotonic()
+        outs: list[OutRecord] = []
+        try:
+            for index, (parent, emit) in enumerate(tick()):
+                outs.append(self._encode(emit, parent.envelope, TICK_INDEX_BASE + index))
+        except Exception:  # a timer turn must not stop the service; the loop goes on
+            log.exception("tick_failed")
+        outs += self._earlier_dead_letters()
+        if not outs:
+            return
+        batch = _Batch()
+        for out in outs:
+            self._produce(out, batch)
+        self._await_deliveries(batch)
+        if batch.failures:
+            log.error("tick_outputs_failed", failures=batch.failures[:5])
+        for topic, count in batch.delivered.items():
+            EVENTS_PRODUCED.labels(self.service, topic).inc(count)
+
+    def _earlier_dead_letters(self) -> list[OutRecord]:
+        """Dead letters for earlier inputs the handler gave up on, with their coordinates."""
+        if self.dead_letters is None:
+            return []
+        try:
+            requests = list(self.dead_letters())
+        except Exception:
+            log.exception("dead_letters_failed")
+            return []
+        return [
+            dead_letter_record(
+                service=self.service,
+                dead_letter_topic=self.settings.dead_letter_topic,
+                rejection=Rejection(r.stage, r.error_class, r.reason),
+                topic=r.incoming.topic,
+                partition=r.incoming.partition,
+                offset=r.incoming.offset,
+                key=r.incoming.event.kafka_key().encode(),
+                value=None,
+                headers=r.incoming.envelope.to_headers(),
+                payload_filter=_no_payload,
+            )
+            for r in requests
+        ]
 
     def _process_message(self, msg: Message) -> list[OutRecord]:
         (topic, partition), offset = _coordinates(msg)
@@ -396,6 +515,11 @@ class Worker:
         # Batches are finished before the next poll, so what is stored is final: commit it now
         # so the next owner starts exactly after it.
         self._commit_sync()
+        if self.on_revoke is not None:
+            try:
+                self.on_revoke({(p.topic, p.partition) for p in partitions})
+            except Exception:
+                log.exception("on_revoke_failed")
         for p in partitions:
             with contextlib.suppress(KeyError):
                 CONSUMER_LAG.remove(self.service, p.topic, str(p.partition))
