@@ -74,6 +74,11 @@ rules:
     when: "queue == sample-q"
     outcome: sample
     rate: 0.3
+  - id: notice-missing
+    scope: call
+    when: {finding: {category: disclosure, min_severity: medium}}
+    outcome: hold
+    priority: p2
 """
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)

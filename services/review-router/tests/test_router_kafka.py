@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from loopwise.events import TenantEvent
+from loopwise.events import CallComplianceV1, ComplianceFinding, Evidence, TenantEvent
 from loopwise_router.routing import sampling_draw
 from tests.support.kafka_io import produce_events, read_topic, wait_for
 
@@ -172,3 +172,50 @@ def test_sighup_reloads_the_policy_and_a_broken_file_is_rejected(
     )
     released = outputs(kafka_bootstrap, router_topics["outcomes"], router_kit, 3, timeout_s=30)
     assert any(b["call_id"] == "h-before" and b["release"] == "reviewed" for _, b in released)
+
+
+def test_a_late_revision_reaches_a_person_without_a_second_release(
+    kafka_bootstrap: str,
+    router_topics: dict[str, str],
+    router_factory: Callable[..., Any],
+    router_kit: Any,
+) -> None:
+    router = started(router_factory(LOOPWISE_ROUTER_CALL_GRACE_S="0.5"))
+    script = router_kit.call_script("k-late")
+    send_calls(kafka_bootstrap, router_topics, [script])
+    first = outputs(kafka_bootstrap, router_topics["outcomes"], router_kit, 3, timeout_s=60)
+    assert [b["release"] for _, b in first if b["scope"] == "call"] == ["auto"], router.log_tail()
+
+    start = script.events["calls"][0]
+    revision = CallComplianceV1(
+        tenant_id=start.tenant_id,
+        call_id="k-late",
+        occurred_at=start.occurred_at,
+        producer=script.events["compliance"][-1].producer,
+        findings=[
+            ComplianceFinding(
+                finding_id="k-late/recording-notice",
+                rule_id="recording-notice",
+                category="disclosure",
+                severity="high",
+                score=1.0,
+                evidence=Evidence(text="never said in the call"),
+            )
+        ],
+        segments_checked=3,
+        revision=1,
+    )
+    # the revision, delivered twice
+    produce_events(kafka_bootstrap, router_topics["compliance"], [revision, revision])
+    tasks = outputs(kafka_bootstrap, router_topics["tasks"], router_kit, 1, timeout_s=30)
+    created = [b for t, b in tasks if t.endswith("created.v1")]
+    assert len(created) == 1, router.log_tail()
+    assert created[0]["kind"] == "hold" and created[0]["scope"] == "call"
+    assert created[0]["reasons"][0].startswith("late finding after release")
+    routing = outputs(kafka_bootstrap, router_topics["routing"], router_kit, 4, settle_s=2.0)
+    late = [b for _, b in routing if b.get("redecision_of")]
+    assert len(late) == 1 and late[0]["outcome"] == "hold"
+    assert late[0]["task_id"] == created[0]["task_id"]
+    again = outputs(kafka_bootstrap, router_topics["outcomes"], router_kit, 3, settle_s=2.0)
+    assert len(again) == 3  # the call outcome was not released a second time
+    assert len(outputs(kafka_bootstrap, router_topics["tasks"], router_kit, 1, settle_s=1.0)) == 1

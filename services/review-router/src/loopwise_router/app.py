@@ -80,11 +80,18 @@ TASK_EVENTS = Counter(
 RELEASED = Counter(
     "loopwise_router_outcomes_released_total", "Released outcomes by release kind", ["release"]
 )
+REDECIDED = Counter(
+    "loopwise_router_redecisions_total",
+    "Calls routed again after their release by a late input, by the stronger outcome",
+    ["outcome"],
+)
 OPEN_CALLS = Gauge("loopwise_router_open_calls", "Calls held in this worker's state")
 OPEN_TASKS = Gauge("loopwise_router_open_review_tasks", "Open review tasks in this worker's state")
 for _scope in ("segment", "call"):
     for _outcome in ("auto", "sample", "hold"):
         ROUTED.labels(_scope, _outcome)
+for _late in ("sample", "hold"):
+    REDECIDED.labels(_late)
 for _event in ("created", "escalated", "expired"):
     TASK_EVENTS.labels(_event)
 for _release in ("auto", "sampled", "reviewed", "expired"):
@@ -97,6 +104,8 @@ def count(emits: Iterable[Emit]) -> None:
         event = emit.event
         if isinstance(event, RoutingDecisionV1):
             ROUTED.labels(event.scope, event.outcome).inc()
+            if event.redecision_of is not None:
+                REDECIDED.labels(event.outcome).inc()
         elif isinstance(event, ReviewTaskCreatedV1):
             TASK_EVENTS.labels("created").inc()
         elif isinstance(event, ReviewTaskEscalatedV1):
