@@ -273,6 +273,10 @@ def test_a_tick_runs_without_input_and_its_outputs_are_children_of_earlier_input
     # A child of the held input with an id that a replay derives again.
     assert timed[0].headers["ce_id"].decode() == output_id(parent, SERVICE, TICK_INDEX_BASE)
     assert holder.held == {}
+    # The tick lifted the floor: the commit moves past the held input without new input.
+    assert wait_for(
+        lambda: committed(kafka_bootstrap, hook_topics["group"], hook_topics["input"]) == 1, 30
+    ), "the commit stayed at the input the tick released"
 
 
 def test_earlier_inputs_are_dead_lettered_with_their_own_coordinates(

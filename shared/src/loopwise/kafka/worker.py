@@ -170,8 +170,10 @@ class Worker:
         # and before its offsets are stored; if it raises, the batch is rewound and retried.
         self.before_commit = before_commit
         # Per partition, the lowest offset the handler's memory still needs: stored offsets
-        # never pass it. Asked after a batch is delivered; if it raises, nothing is stored.
+        # never pass it. Asked after a batch is delivered and after every tick (which may
+        # lift it: offsets then move on without new input); if it raises, nothing is stored.
         self.offset_floors = offset_floors
+        self._consumed: dict[Partition, int] = {}  # next offset after delivered input
         # A timer turn between polls, also when no message comes: its outputs are children
         # of earlier inputs (ids from TICK_INDEX_BASE on). A failing tick is logged; the loop
         # goes on. Its outputs are not retried if their delivery fails.
@@ -348,6 +350,8 @@ class Worker:
             EVENTS_IN_PROGRESS.labels(self.service).set(0)
             return
         if last:
+            if self.offset_floors is not None:
+                self._consumed.update({tp: o + 1 for tp, o in last.items()})
             stored = self._floored({tp: o + 1 for tp, o in last.items()})
             if stored:
                 self._consumer.store_offsets(
@@ -382,16 +386,30 @@ class Worker:
         except Exception:  # a timer turn must not stop the service; the loop goes on
             log.exception("tick_failed")
         outs += self._earlier_dead_letters()
-        if not outs:
-            return
         batch = _Batch()
         for out in outs:
             self._produce(out, batch)
         self._await_deliveries(batch)
-        if batch.failures:
-            log.error("tick_outputs_failed", failures=batch.failures[:5])
         for topic, count in batch.delivered.items():
             EVENTS_PRODUCED.labels(self.service, topic).inc(count)
+        if batch.failures:
+            log.error("tick_outputs_failed", failures=batch.failures[:5])
+            return
+        self._store_lifted_floors()
+
+    def _store_lifted_floors(self) -> None:
+        """Store offsets up to floors a tick may have lifted (no new input needed)."""
+        if self.offset_floors is None or not self._consumed:
+            return
+        stored = self._floored(dict(self._consumed))
+        if not stored:
+            return
+        try:
+            self._consumer.store_offsets(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in stored.items()]
+            )
+        except KafkaException as exc:  # e.g. a partition revoked meanwhile; the next batch stores
+            log.warning("store_offsets_failed", error=str(exc))
 
     def _earlier_dead_letters(self) -> list[OutRecord]:
         """Dead letters for earlier inputs the handler gave up on, with their coordinates."""
@@ -515,6 +533,8 @@ class Worker:
         # Batches are finished before the next poll, so what is stored is final: commit it now
         # so the next owner starts exactly after it.
         self._commit_sync()
+        for p in partitions:
+            self._consumed.pop((p.topic, p.partition), None)
         if self.on_revoke is not None:
             try:
                 self.on_revoke({(p.topic, p.partition) for p in partitions})
