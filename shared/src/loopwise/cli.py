@@ -99,9 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `loopwise`."""
-    args = build_parser().parse_args(argv)
+def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Run the sub-command's `func`; a configuration error exits 2 with file, line and rule."""
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except ConfigFileError as exc:
@@ -109,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ConfigurationError as exc:
         return int(exc.code or 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `loopwise`."""
+    return dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from loopwise.config_files import ConfigFileError
-from loopwise.settings import ConfigurationError, load_settings
+from loopwise.cli import dispatch
+from loopwise.settings import load_settings
 from loopwise_compliance.rules import PackIndex, load_packs
 
 DEFAULT_PACKS = Path("deploy/rule-packs/index.yaml")
@@ -93,14 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `loopwise-compliance`."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except ConfigFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ConfigurationError as exc:
-        return int(exc.code or 2)
+    return dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from loopwise.config_files import ConfigFileError
-from loopwise.settings import ConfigurationError
+from loopwise.cli import dispatch
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -84,14 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `loopwise-router`."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except ConfigFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ConfigurationError as exc:
-        return int(exc.code or 2)
+    return dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":
