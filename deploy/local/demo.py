@@ -69,7 +69,7 @@ from loopwise.events.scores import (
     SegmentSentimentV1,
 )
 from loopwise.events.transcripts import TranscriptSegmentV1
-from loopwise.topics import catalogue, topic
+from loopwise.topics import catalogue, topic, wait_for_leaders
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
@@ -371,23 +371,10 @@ def prepare_topics() -> None:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP, "log_level": 4})
-    wanted = {spec.name for spec in catalogue().topics}
-    deadline = time.monotonic() + 90
-    while True:
-        meta = admin.list_topics(timeout=15).topics
-        waiting = sorted(
-            name
-            for name in wanted
-            if name not in meta
-            or meta[name].error is not None
-            or not meta[name].partitions
-            or any(p.leader < 0 for p in meta[name].partitions.values())
-        )
-        if not waiting:
-            return
-        if time.monotonic() > deadline:
-            raise DemoFailed(f"topics without a leader after 90 s: {', '.join(waiting)}")
-        time.sleep(0.5)
+    try:
+        wait_for_leaders(admin, (spec.name for spec in catalogue().topics), timeout_s=90)
+    except TimeoutError as exc:
+        raise DemoFailed(str(exc)) from None
 
 
 def forget_run(run_id: str, services: list[Service]) -> None:

@@ -33,7 +33,7 @@ from loopwise.metrics import (
     init_service_metrics,
 )
 from loopwise.settings import KafkaSettings, ServiceSettings
-from loopwise.topics import catalogue
+from loopwise.topics import catalogue, wait_for_leaders
 
 log = get_logger(__name__)
 
@@ -271,22 +271,7 @@ def ensure_internal_topics(
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
-    deadline = time.monotonic() + timeout_s
-    while True:
-        meta = admin.list_topics(timeout=30).topics
-        waiting = [
-            name
-            for name in wanted
-            if name not in meta
-            or meta[name].error is not None
-            or not meta[name].partitions
-            or any(part.leader < 0 for part in meta[name].partitions.values())
-        ]
-        if not waiting:
-            break
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"topics without a leader after {timeout_s:.0f} s: {waiting}")
-        time.sleep(0.5)
+    wait_for_leaders(admin, wanted, timeout_s)
     if created:
         log.info("internal_topics_created", topics=created)
     return created

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -255,3 +257,24 @@ def _wait_all(futures: dict[str, Any], actions: list[TopicAction], timeout_s: fl
             if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue  # created concurrently by another apply: the goal is met
             actions.append(TopicAction(name, "error", str(err)))
+
+
+def wait_for_leaders(admin: Any, names: Iterable[str], timeout_s: float = 90.0) -> None:
+    """Block until every named topic exists and each of its partitions has a leader."""
+    wanted = sorted(set(names))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        meta = admin.list_topics(timeout=30).topics
+        waiting = [
+            name
+            for name in wanted
+            if name not in meta
+            or meta[name].error is not None
+            or not meta[name].partitions
+            or any(part.leader < 0 for part in meta[name].partitions.values())
+        ]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics without a leader after {timeout_s:.0f} s: {waiting}")
+        time.sleep(0.5)
