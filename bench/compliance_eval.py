@@ -238,7 +238,7 @@ def stream_bench(packs: Path, calls: int, per_call: int) -> None:
         port = sock.getsockname()[1]
     env = {
         **os.environ,
-        "LOOPWISE_COMPLIANCE_APP_ID": f"bench-compliance-{tag}",
+        "LOOPWISE_COMPLIANCE_GROUP_ID": f"bench-compliance-{tag}",
         "LOOPWISE_COMPLIANCE_CALLS_TOPIC": names["calls"],
         "LOOPWISE_COMPLIANCE_TRANSCRIPTS_TOPIC": names["tx"],
         "LOOPWISE_COMPLIANCE_OUTPUT_TOPIC": names["out"],

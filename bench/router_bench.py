@@ -205,7 +205,7 @@ def kafka(open_calls: int, measure: int, rate: float) -> None:
         fut.result(30)
     env = {
         **os.environ,
-        "LOOPWISE_ROUTER_APP_ID": f"bench-router-{tag}",
+        "LOOPWISE_ROUTER_GROUP_ID": f"bench-router-{tag}",
         "LOOPWISE_ROUTER_DATA_DIR": f"/tmp/bench-router-{tag}",
         "LOOPWISE_ROUTER_TOPIC_PARTITIONS": "3",
         "LOOPWISE_ROUTER_POLICY_PATH": str(POLICY),

@@ -265,8 +265,7 @@ def build_services(run_id: str, hmac_key: str) -> list[Service]:
             "loopwise-compliance",
             "LOOPWISE_COMPLIANCE_",
             {
-                "APP_ID": "{group}",
-                "DATA_DIR": str(STATE / "compliance" / "faust"),
+                "GROUP_ID": "{group}",
                 "RULE_PACKS": str(ROOT / "deploy" / "rule-packs" / "index.yaml"),
             },
         ),
@@ -275,8 +274,7 @@ def build_services(run_id: str, hmac_key: str) -> list[Service]:
             "loopwise-router",
             "LOOPWISE_ROUTER_",
             {
-                "APP_ID": "{group}",
-                "DATA_DIR": str(STATE / "router" / "faust"),
+                "GROUP_ID": "{group}",
                 "POLICY_PATH": str(POLICY),
                 # Generous join windows for a loaded 2-core machine: the router decides as
                 # soon as every score is in, so they only matter when a service lags.

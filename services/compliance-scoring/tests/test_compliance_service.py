@@ -40,7 +40,7 @@ class Service:
         self.env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "LOOPWISE_COMPLIANCE_APP_ID": f"test-compliance-{uuid.uuid4().hex[:10]}",
+            "LOOPWISE_COMPLIANCE_GROUP_ID": f"test-compliance-{uuid.uuid4().hex[:10]}",
             "LOOPWISE_COMPLIANCE_CALLS_TOPIC": self.calls,
             "LOOPWISE_COMPLIANCE_TRANSCRIPTS_TOPIC": self.transcripts,
             "LOOPWISE_COMPLIANCE_OUTPUT_TOPIC": self.output,

@@ -317,7 +317,7 @@ def router_factory(
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "LOOPWISE_ROUTER_APP_ID": app_id,
+            "LOOPWISE_ROUTER_GROUP_ID": app_id,
             "LOOPWISE_ROUTER_DATA_DIR": str(tmp_path / "faust"),
             "LOOPWISE_ROUTER_TOPIC_PARTITIONS": "3",
             "LOOPWISE_ROUTER_POLICY_PATH": str(policy_file),

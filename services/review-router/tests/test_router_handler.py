@@ -168,9 +168,13 @@ def test_join_window_decides_a_segment_whose_scores_never_come(
     driver.feed(script.events["calls"][0])
     assert not of(driver.feed(script.events["transcripts"][0]), RoutingDecisionV1)
     assert not of(driver.tick("c-late", 4.0), RoutingDecisionV1)
-    (decision,) = of(driver.tick("c-late", 1.5), RoutingDecisionV1)
-    assert decision.scope == "segment" and decision.outcome == "auto"
+    emits = driver.tick("c-late", 1.5)
+    (decision,) = of(emits, RoutingDecisionV1)
+    # fail closed: rules on compliance findings hold an item whose compliance never came
+    assert decision.scope == "segment" and decision.outcome == "hold"
     assert decision.missing_inputs == ["sentiment", "compliance"]
+    assert any(f.condition == "input missing: compliance" for f in decision.fired)
+    assert of(emits, ReviewTaskCreatedV1) and not of(emits, ReleasedOutcomeV1)
 
 
 def test_sla_breach_escalates_then_expires(driver: Driver, router_kit: Any) -> None:

@@ -1,16 +1,20 @@
-"""The streaming service: a Faust app whose changelogged table keeps each call's rule state.
+"""The streaming service: the shared Worker with each call's rule state in the `StateStore`.
 
-Both input topics are keyed by call id and co-partitioned, so every event of a
-call reaches the same agent and the table's changelog partition; after a crash
-or restart the table is rebuilt from the changelog before processing resumes.
+Both input topics are keyed by call id and co-partitioned, so every event of a call
+reaches the same worker and the same changelog partition. A call's state goes to the
+changelog `<group_id>-state-changelog` as parts: a header (the rule state without the
+ids it has seen) and one small part per event id, segment id and late event id it
+remembers, each written once; so the bytes per event stay flat as calls get longer.
+After a crash or restart the states of the assigned partitions are rebuilt from the
+changelog before their input is read.
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Any
-
-import faust
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from loopwise.events import (
     CallEndedV1,
@@ -20,12 +24,15 @@ from loopwise.events import (
     TenantEvent,
     TranscriptSegmentV1,
 )
+from loopwise.kafka import Worker
 from loopwise.kafka.intake import Emit, Incoming
-from loopwise.logging import get_logger
-from loopwise.streaming import StreamRuntime, create_app, ensure_internal_topics
+from loopwise.kafka.state import StateStore, changelog_topic_name, ensure_changelog
+from loopwise.kafka.worker import serve
+from loopwise.logging import configure_logging, get_logger
 from loopwise_compliance import metrics
 from loopwise_compliance.config import SERVICE, ComplianceSettings
-from loopwise_compliance.handler import ComplianceScorer, state_from_json, state_to_json
+from loopwise_compliance.engine import CallState
+from loopwise_compliance.handler import MAX_SEEN_IDS, ComplianceScorer
 from loopwise_compliance.rules import PackIndex
 
 log = get_logger(__name__)
@@ -34,78 +41,128 @@ ACCEPTED: dict[str, type[TenantEvent]] = {
     model.event_type: model
     for model in (TranscriptSegmentV1, CallStartedV1, CallEndedV1, CallMetadataV1)
 }
-STATE_TABLE = "call-state"
-FAUST_LOG_LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error"}
+_LISTS = {"e/": "seen_event_ids", "g/": "seen_segment_ids", "l/": "late_event_ids"}
+_HEADER = ""
 
 
-def build_app(settings: ComplianceSettings, packs: PackIndex, **overrides: Any) -> faust.App:
-    """The Faust app with its call-state table and one agent over calls and transcripts."""
-    timeouts = {
-        "broker_session_timeout": settings.session_timeout_s,
-        "broker_heartbeat_interval": settings.session_timeout_s / 6,
+def dirty_parts(state: CallState) -> dict[str, bytes | None]:
+    """The header, and one part per remembered id not written yet (value: when it was)."""
+    parts: dict[str, bytes | None] = {
+        _HEADER: state.model_dump_json(exclude=set(_LISTS.values())).encode("utf-8")
     }
-    app = create_app(SERVICE, settings, **{**timeouts, **overrides})
-    runtime = StreamRuntime(
-        app,
-        service=SERVICE,
-        settings=settings,
-        input_topics=[settings.calls_topic, settings.transcripts_topic],
-        output_topics=[settings.output_topic],
-        accepted=ACCEPTED,
-    )
-    scorer = ComplianceScorer(packs)
-    metrics.init_metrics(packs)
-    table = app.Table(
-        STATE_TABLE,
-        default=None,
-        partitions=settings.topic_partitions,
-        # JSON keys come back from the changelog as the same str call ids they were written as.
-        schema=faust.Schema(key_serializer="json", value_serializer="json"),
-        help="Per-call compliance rule state (disclosures, verification, decided result)",
-    )
-    channel = app.topic(
-        settings.calls_topic,
-        settings.transcripts_topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    stamp = str(time.time_ns()).encode()
+    for prefix, name in _LISTS.items():
+        for index, item in enumerate(getattr(state, name)):
+            part = prefix + item
+            if part not in state._written:
+                # keeps the order within a write: stamp, then position
+                parts[part] = stamp + b"." + str(index).zfill(6).encode()
+    return parts
 
-    async def handle(incoming: Incoming) -> list[Emit]:
+
+def mark_clean(state: CallState) -> None:
+    """Every part of the state was written."""
+    for prefix, name in _LISTS.items():
+        state._written.update(prefix + item for item in getattr(state, name))
+
+
+def load_parts(parts: Mapping[str, bytes]) -> CallState:
+    """A call state rebuilt from its parts (ids in the order they were remembered)."""
+    if _HEADER not in parts:
+        raise ValueError("call state has no header part")
+    data = json.loads(parts[_HEADER])
+    for prefix, name in _LISTS.items():
+        found = [
+            (raw, part[len(prefix) :]) for part, raw in parts.items() if part.startswith(prefix)
+        ]
+        data[name] = [item for _, item in sorted(found)]
+    state = CallState.model_validate(data)
+    del state.seen_event_ids[:-MAX_SEEN_IDS]
+    return state
+
+
+@dataclass
+class ComplianceState:
+    """The compliance scorer as a stateful handler of the shared `StateStore`."""
+
+    scorer: ComplianceScorer
+    output_topic: str
+
+    def key_of(self, incoming: Incoming) -> str:
+        return incoming.envelope.call_id or str(getattr(incoming.event, "call_id", ""))
+
+    def handle(
+        self, state: CallState | None, incoming: Incoming, now: float
+    ) -> tuple[CallState | None, list[Emit]]:
         event = incoming.event
         if not isinstance(event, CallEvent):
             raise TypeError(f"{type(event).__name__} is not a call event")
-        state = state_from_json(table.get(event.call_id))
-        outcome = scorer.handle(state, event, incoming.envelope.id)
-        if outcome.state is not None:
-            table[event.call_id] = state_to_json(outcome.state)
+        outcome = self.scorer.handle(state, event, incoming.envelope.id)
         if outcome.redelivered:
             metrics.REDELIVERED.inc()
         if outcome.revised:
             metrics.REVISIONS.inc()
         metrics.count_outputs(outcome.outputs)
-        return [Emit(settings.output_topic, out) for out in outcome.outputs]
+        emits = [Emit(self.output_topic, out) for out in outcome.outputs]
+        return (outcome.state if outcome.state is not None else state), emits
 
-    @app.agent(channel, name="compliance-scoring")
-    async def score(stream: Any) -> None:
-        async for event in stream.events():
-            await runtime.process(event, handle)
+    def tick(self, state: CallState, now: float) -> tuple[CallState | None, list[Emit]]:
+        return state, []
 
-    app.compliance_scorer = scorer  # type: ignore[attr-defined]
-    return app
+    def wake_at(self, state: CallState) -> float | None:
+        return None
+
+    def dirty_parts(self, state: CallState) -> dict[str, bytes | None]:
+        return dirty_parts(state)
+
+    def mark_clean(self, state: CallState) -> None:
+        mark_clean(state)
+
+    def load(self, key: str, parts: Mapping[str, bytes]) -> CallState:
+        return load_parts(parts)
+
+
+def build_worker(
+    settings: ComplianceSettings, packs: PackIndex
+) -> tuple[Worker, StateStore[CallState]]:
+    """The service's worker and its state store, ready to run."""
+    scorer = ComplianceScorer(packs)
+    metrics.init_metrics(packs)
+    store: StateStore[CallState] = StateStore(
+        ComplianceState(scorer, settings.output_topic), changelog_topic_name(settings.group_id)
+    )
+    timeouts = {
+        "session.timeout.ms": int(settings.session_timeout_s * 1000),
+        "heartbeat.interval.ms": int(settings.session_timeout_s * 1000 / 6),
+    }
+    worker_settings = settings.model_copy(
+        update={"consumer_overrides": {**timeouts, **settings.consumer_overrides}}
+    )
+    worker = Worker(
+        service=SERVICE,
+        settings=worker_settings,
+        handler=store.handle,
+        output_topics=[settings.output_topic],
+        accepted=ACCEPTED,
+        state=store,
+    )
+    return worker, store
 
 
 def run(settings: ComplianceSettings, packs: PackIndex) -> None:
     """Run the service until SIGTERM/SIGINT."""
-    app = build_app(settings, packs)
+    obs = settings.observability
+    configure_logging(SERVICE, log_format=obs.log_format, level=obs.log_level)
+    worker, store = build_worker(settings, packs)
     log.info(
         "rule_packs_loaded",
         packs=[f"{p.name}@{p.version_label}" for p in packs.packs()],
         tenants=sorted(packs.tenants),
     )
-    ensure_internal_topics(app, settings)
-    # Faust's own command line starts the worker; it reads argv, so give it only its own.
-    level = FAUST_LOG_LEVELS[settings.observability.log_level]
-    sys.argv = [sys.argv[0], "worker", "--loglevel", level]
-    app.main()
+    ensure_changelog(
+        settings.kafka.librdkafka(),
+        store.changelog_topic,
+        settings.input_topics,
+        replication_factor=settings.replication_factor,
+    )
+    serve(worker)

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from loopwise.streaming import StreamSettings
+from loopwise.kafka import WorkerSettings
 from loopwise.topics import topic
 
 SERVICE = "compliance-scoring"
 
 
-class ComplianceSettings(StreamSettings):
-    """Where the rule packs are, which topics to read and write, and the Faust app settings."""
+class ComplianceSettings(WorkerSettings):
+    """Where the rule packs are, which topics to read and write, and the worker's settings."""
 
     model_config = SettingsConfigDict(env_prefix="LOOPWISE_COMPLIANCE_", env_nested_delimiter="__")
 
-    app_id: str = Field(
+    group_id: str = Field(
         default="loopwise-compliance-scoring",
         min_length=1,
-        description="Faust app id: consumer group and prefix of the call-state changelog",
+        description="Consumer group; its call-state changelog is <group_id>-state-changelog",
     )
+    input_topics: list[str] = Field(
+        default_factory=list,
+        description="Set from calls_topic and transcripts_topic (equal partition counts)",
+    )
+    replication_factor: int = Field(default=1, ge=1, description="Replicas of the changelog")
     dead_letter_topic: str = Field(
         default_factory=lambda: topic("dlq.compliance-scoring"),
         min_length=1,
@@ -51,3 +56,8 @@ class ComplianceSettings(StreamSettings):
         min_length=1,
         description="Where segment and call findings go",
     )
+
+    @model_validator(mode="after")
+    def _inputs(self) -> ComplianceSettings:
+        self.input_topics = [self.calls_topic, self.transcripts_topic]
+        return self

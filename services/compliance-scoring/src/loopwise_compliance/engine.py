@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from loopwise.events.scores import ComplianceFinding, Evidence
 from loopwise.events.transcripts import RedactionSpan, Word
@@ -270,6 +270,8 @@ class CallState(BaseModel):
     revision: int = 0
     late_event_ids: list[str] = Field(default_factory=list)
     """Segments that arrived after the call was decided, each of which revised the result."""
+    _written: set[str] = PrivateAttr(default_factory=set)
+    """Parts of this state already on the changelog (see `loopwise_compliance.app`)."""
 
 
 def _hit(segment: Segment, match: PhraseMatch) -> Hit:

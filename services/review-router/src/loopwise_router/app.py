@@ -1,28 +1,22 @@
-"""The Faust wiring: per-call state in a changelogged table, input and tick agents, timers.
+"""The wiring: the shared Worker runs the router over its five inputs with per-call state.
 
-Timers cannot write tables (Faust needs an event to know the changelog
-partition), so deadlines work like this: a timer scans the table for calls
-whose `wake_at` has passed and sends a tick, keyed by call id, to an internal
-topic on the same partition as the call's state; the tick agent then advances
-the call's clock. Deadlines therefore live only in table state and survive a
-restart or a rebalance with it.
-
-Outputs are sent and acknowledged before the state is stored: a crash in
-between repeats outputs with the same ids (consumers drop them by id), it
-never loses one.
+Each call's state (the join, holds, tasks and their deadlines) is kept by the shared
+`StateStore` and written to the changelog `<group_id>-state-changelog` as parts (a
+header, one part per segment and per task), after the outputs it caused are
+acknowledged and before the input offsets are stored. Deadlines are part of the state:
+the store's clock runs `Router.tick` on every call whose `wake_at` has come, so they
+survive a restart or a rebalance with it. See docs/benchmarks.md for why the router
+moved from faust-streaming to this runtime.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import signal
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import faust
 from prometheus_client import Counter, Gauge
 
 from loopwise.events import (
@@ -41,11 +35,13 @@ from loopwise.events import (
     SegmentSentimentV1,
     TenantEvent,
     TranscriptSegmentV1,
-    encode,
 )
+from loopwise.kafka import Worker
 from loopwise.kafka.intake import Emit, Incoming
-from loopwise.logging import get_logger
-from loopwise.streaming import StreamRuntime, create_app, ensure_internal_topics
+from loopwise.kafka.state import StateStore, changelog_topic_name, ensure_changelog
+from loopwise.kafka.worker import serve
+from loopwise.logging import configure_logging, get_logger
+from loopwise_router import state as call_state
 from loopwise_router.config import RouterSettings
 from loopwise_router.handler import JoinSettings, OutputTopics, Router
 from loopwise_router.reload import PolicyHolder
@@ -82,14 +78,21 @@ RELEASED = Counter(
 )
 REDECIDED = Counter(
     "loopwise_router_redecisions_total",
-    "Calls routed again after their release by a late input, by the stronger outcome",
+    "Items routed again after their release by a late input, by the stronger outcome",
     ["outcome"],
+)
+MISSING = Counter(
+    "loopwise_router_missing_inputs_total",
+    "Routing decisions taken while an input was missing, by scope and input",
+    ["scope", "input"],
 )
 OPEN_CALLS = Gauge("loopwise_router_open_calls", "Calls held in this worker's state")
 OPEN_TASKS = Gauge("loopwise_router_open_review_tasks", "Open review tasks in this worker's state")
 for _scope in ("segment", "call"):
     for _outcome in ("auto", "sample", "hold"):
         ROUTED.labels(_scope, _outcome)
+    for _input in ("sentiment", "compliance"):
+        MISSING.labels(_scope, _input)
 for _late in ("sample", "hold"):
     REDECIDED.labels(_late)
 for _event in ("created", "escalated", "expired"):
@@ -104,6 +107,9 @@ def count(emits: Iterable[Emit]) -> None:
         event = emit.event
         if isinstance(event, RoutingDecisionV1):
             ROUTED.labels(event.scope, event.outcome).inc()
+            for gap in event.missing_inputs:
+                if gap != "transcript":
+                    MISSING.labels(event.scope, gap).inc()
             if event.redecision_of is not None:
                 REDECIDED.labels(event.outcome).inc()
         elif isinstance(event, ReviewTaskCreatedV1):
@@ -117,29 +123,62 @@ def count(emits: Iterable[Emit]) -> None:
 
 
 @dataclass
-class RouterApp:
-    """The Faust app and what it is built from."""
+class RouterState:
+    """The router as a stateful handler of the shared `StateStore`: one state per call."""
 
-    app: faust.App
+    router: Router
+
+    def key_of(self, incoming: Incoming) -> str:
+        return incoming.envelope.call_id or str(getattr(incoming.event, "call_id", ""))
+
+    def handle(
+        self, state: CallState | None, incoming: Incoming, now: float
+    ) -> tuple[CallState | None, list[Emit]]:
+        new, emits = self.router.handle(
+            state, incoming.event, incoming.envelope.id, now, partition=incoming.partition
+        )
+        count(emits)
+        return new, emits
+
+    def tick(self, state: CallState, now: float) -> tuple[CallState | None, list[Emit]]:
+        if self.router.expired(state, now):
+            return None, []  # kept long enough after it closed: forget it (tombstones)
+        emits = self.router.tick(state, now)
+        count(emits)
+        return state, emits
+
+    def wake_at(self, state: CallState) -> float | None:
+        if state.closed_at is not None:
+            expiry = state.closed_at + self.router.join.retain_closed_s
+            return min(state.wake_at, expiry) if state.wake_at is not None else expiry
+        return state.wake_at
+
+    def dirty_parts(self, state: CallState) -> dict[str, bytes | None]:
+        return call_state.dirty_parts(state)
+
+    def mark_clean(self, state: CallState) -> None:
+        call_state.mark_clean(state)
+
+    def load(self, key: str, parts: Mapping[str, bytes]) -> CallState:
+        return call_state.load_parts(parts)
+
+
+@dataclass
+class RouterService:
+    """The worker and what it is built from."""
+
+    worker: Worker
     settings: RouterSettings
     policy: PolicyHolder
     router: Router
-    runtime: StreamRuntime
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    store: StateStore[CallState]
 
 
-def build_app(settings: RouterSettings) -> RouterApp:
-    """Build the router app; a broken policy file raises ConfigFileError before anything starts."""
-    holder = PolicyHolder(settings.policy_path)
-    app = create_app(
-        SERVICE,
-        settings,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=settings.heartbeat_interval_s,
-    )
+def build_router(settings: RouterSettings, policy: PolicyHolder) -> Router:
+    """The pure router with the settings' join windows."""
     outputs = OutputTopics(settings.routing_topic, settings.tasks_topic, settings.outcomes_topic)
-    router = Router(
-        holder,
+    return Router(
+        policy,
         outputs,
         JoinSettings(
             segment_window_s=settings.segment_window_s,
@@ -150,168 +189,62 @@ def build_app(settings: RouterSettings) -> RouterApp:
             retain_closed_s=settings.retain_closed_s,
         ),
     )
-    inputs = [
-        settings.calls_topic,
-        settings.transcripts_topic,
-        settings.sentiment_topic,
-        settings.compliance_topic,
-        settings.decisions_topic,
-    ]
-    runtime = StreamRuntime(
-        app,
+
+
+def build_service(settings: RouterSettings) -> RouterService:
+    """Build the router; a broken policy file raises ConfigFileError before anything starts."""
+    holder = PolicyHolder(settings.policy_path)
+    router = build_router(settings, holder)
+    store: StateStore[CallState] = StateStore(
+        RouterState(router), changelog_topic_name(settings.group_id)
+    )
+    timeouts = {
+        "session.timeout.ms": int(settings.session_timeout_s * 1000),
+        "heartbeat.interval.ms": int(settings.heartbeat_interval_s * 1000),
+    }
+    worker_settings = settings.model_copy(
+        update={"consumer_overrides": {**timeouts, **settings.consumer_overrides}}
+    )
+    last_reload = [time.monotonic()]
+
+    def clock() -> Iterable[Any]:
+        # the policy file is checked on the worker's timer too: no thread touches it
+        if time.monotonic() - last_reload[0] >= settings.reload_interval_s:
+            last_reload[0] = time.monotonic()
+            holder.reload()
+        states = store.states()
+        OPEN_CALLS.set(len(states))
+        OPEN_TASKS.set(sum(1 for c in states for t in c.tasks.values() if t.status == "open"))
+        return ()
+
+    worker = Worker(
         service=SERVICE,
-        settings=settings,
-        input_topics=inputs,
-        output_topics=[outputs.routing, outputs.tasks, outputs.outcomes],
+        settings=worker_settings,
+        handler=store.handle,
+        output_topics=[router.topics.routing, router.topics.tasks, router.topics.outcomes],
         accepted=ACCEPTED,
+        tick=clock,
+        tick_interval_s=settings.tick_interval_s,
+        state=store,
     )
-    built = RouterApp(app, settings, holder, router, runtime)
-    calls = app.Table(
-        "router-calls",
-        default=None,
-        partitions=settings.topic_partitions,
-        schema=faust.Schema(key_serializer="json", value_serializer="json"),
-        help="Per-call router state: the join, holds, review tasks and their deadlines",
-    )
-    source = app.topic(
-        *inputs, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
-    ticks = app.topic(
-        f"{settings.app_id}-router-ticks",
-        internal=True,
-        partitions=settings.topic_partitions,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        retention=3600.0,
-    )
-    ticked: dict[str, tuple[float, float]] = {}
-
-    def load(call_id: str) -> CallState | None:
-        raw = calls.get(call_id)
-        return CallState.model_validate(raw) if raw is not None else None
-
-    kept: dict[str, CallState] = {}
-
-    async def handle(incoming: Incoming) -> list[Emit]:
-        call_id = incoming.envelope.call_id or str(getattr(incoming.event, "call_id", ""))
-        state, emits = router.handle(
-            load(call_id),
-            incoming.event,
-            incoming.envelope.id,
-            time.time(),
-            partition=incoming.partition,
-        )
-        kept["state"] = state
-        count(emits)
-        return emits
-
-    @app.agent(source)
-    async def route(stream: Any) -> None:
-        async for event in stream.events():
-            async with built.lock:
-                kept.clear()
-                await runtime.process(event, handle)  # sends and awaits the outputs
-                state = kept.get("state")
-                if state is not None:
-                    calls[state.call_id] = state.model_dump(mode="json")
-
-    @app.agent(ticks)
-    async def advance(stream: Any) -> None:
-        async for event in stream.events():
-            call_id = (event.key or b"").decode("utf-8", errors="replace")
-            async with built.lock:
-                state = load(call_id)
-                if state is None:
-                    continue
-                now = time.time()
-                if router.expired(state, now):
-                    del calls[call_id]
-                    continue
-                if state.wake_at is None or state.wake_at > now:
-                    continue
-                try:
-                    emits = router.tick(state, now)
-                except Exception:  # one call's bug must not stop every call's clock (logged)
-                    log.exception("tick_failed", call_id=call_id)
-                    continue
-                await send(emits)
-                count(emits)
-                calls[call_id] = state.model_dump(mode="json")
-
-    async def send(emits: list[Emit]) -> None:
-        for emit in emits:
-            key, value, headers, _ = encode(emit.event, source=SERVICE, event_id=emit.event_id)
-            topic = runtime.raw_topic(emit.topic)
-            fut = await topic.send(key=key, value=value, headers=headers)
-            await fut
-
-    @app.timer(settings.tick_interval_s)  # type: ignore[untyped-decorator,misc]
-    async def scan_deadlines() -> None:
-        now = time.time()
-        open_calls = open_tasks = 0
-        for call_id, raw in list(calls.items()):
-            if raw is None:
-                continue
-            open_calls += 1
-            open_tasks += sum(1 for t in raw.get("tasks", {}).values() if t["status"] == "open")
-            wake = raw.get("wake_at")
-            closed = raw.get("closed_at")
-            due = (wake is not None and wake <= now) or (
-                closed is not None and now >= closed + settings.retain_closed_s
-            )
-            if not due:
-                continue
-            last = ticked.get(call_id)
-            if last is not None and last[0] == wake and now - last[1] < 5.0:
-                continue  # a tick for this deadline is on its way
-            ticked[call_id] = (wake, now)
-            await ticks.send(
-                key=call_id.encode(),
-                value=json.dumps({"call_id": call_id}).encode(),
-                partition=raw.get("partition"),
-            )
-        OPEN_CALLS.set(open_calls)
-        OPEN_TASKS.set(open_tasks)
-        for call_id in [c for c, (_, at) in ticked.items() if now - at > 60.0]:
-            ticked.pop(call_id, None)
-
-    @app.timer(settings.reload_interval_s)  # type: ignore[untyped-decorator,misc]
-    async def watch_policy() -> None:
-        holder.reload()
-
-    @app.task  # type: ignore[untyped-decorator,misc]
-    async def on_sighup() -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: holder.reload(force=True))
-
-    return built
+    return RouterService(worker, settings, holder, router, store)
 
 
 def run(settings: RouterSettings) -> None:
-    """Run the router until SIGTERM or SIGINT."""
-    from faust.worker import Worker
-
-    built = build_app(settings)
+    """Run the router until SIGTERM or SIGINT; SIGHUP reloads the policy."""
+    obs = settings.observability
+    configure_logging(SERVICE, log_format=obs.log_format, level=obs.log_level)
+    service = build_service(settings)
     log.info(
         "router_starting",
         policy=str(settings.policy_path),
-        policy_version=built.policy.current.version,
+        policy_version=service.policy.current.version,
     )
-    ensure_internal_topics(
-        built.app,
-        settings,
-        {
-            f"{settings.app_id}-router-ticks": (
-                settings.topic_partitions,
-                {"retention.ms": "3600000"},
-            )
-        },
+    ensure_changelog(
+        settings.kafka.librdkafka(),
+        service.store.changelog_topic,
+        settings.input_topics,
+        replication_factor=settings.replication_factor,
     )
-    worker = Worker(
-        built.app,
-        loglevel=settings.observability.log_level.lower(),
-        logging_config=dict(built.app.conf.logging_config or {}),
-    )
-    worker.execute_from_commandline()
+    signal.signal(signal.SIGHUP, lambda *_: service.policy.reload(force=True))
+    serve(service.worker)

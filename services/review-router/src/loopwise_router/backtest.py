@@ -268,7 +268,9 @@ def group_calls(
 
 def run_backtest(policy: Policy, calls: Iterable[BacktestCall]) -> BacktestReport:
     """Route every call with the router's own code and count what it did."""
-    router = Router(lambda: policy, OutputTopics("routing", "tasks", "outcomes"), JoinSettings())
+    # History is taken as scored: an absent score is not "missing" (no fail-closed holds)
+    join = JoinSettings(needs_sentiment=False, needs_compliance=False)
+    router = Router(lambda: policy, OutputTopics("routing", "tasks", "outcomes"), join)
     report = BacktestReport(policy=policy.name, policy_version=policy.version)
     for call in calls:
         emits = router.tick(call.state, BACKTEST_CLOCK)

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from loopwise.streaming import StreamSettings
+from loopwise.kafka import WorkerSettings
 from loopwise.topics import dead_letter_topic, topic
 
 
-class RouterSettings(StreamSettings):
+class RouterSettings(WorkerSettings):
     """Topics, policy file, join windows and clocks of the router."""
 
     model_config = SettingsConfigDict(
         env_prefix="LOOPWISE_ROUTER_", env_nested_delimiter="__", extra="ignore"
     )
 
-    app_id: str = Field(default="loopwise-review-router", min_length=1, description="Faust app id")
+    group_id: str = Field(
+        default="loopwise-review-router",
+        min_length=1,
+        description="Consumer group; its state changelog is <group_id>-state-changelog",
+    )
+    input_topics: list[str] = Field(
+        default_factory=list,
+        description="Set from the five input topics below (calls, transcripts, sentiment, "
+        "compliance, decisions); they must have equal partition counts",
+    )
+    replication_factor: int = Field(default=1, ge=1, description="Replicas of the changelog")
     dead_letter_topic: str = Field(
         default_factory=lambda: dead_letter_topic("review-router"), description="Dead letters"
     )
@@ -80,3 +90,14 @@ class RouterSettings(StreamSettings):
     heartbeat_interval_s: float = Field(
         default=3.0, gt=0, description="Kafka group heartbeat interval (under a third of the above)"
     )
+
+    @model_validator(mode="after")
+    def _inputs(self) -> RouterSettings:
+        self.input_topics = [
+            self.calls_topic,
+            self.transcripts_topic,
+            self.sentiment_topic,
+            self.compliance_topic,
+            self.decisions_topic,
+        ]
+        return self

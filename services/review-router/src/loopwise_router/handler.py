@@ -140,6 +140,8 @@ class Router:
             )
             seg.sentiment_model = event.producer.model_dump()
             seg.sources.append(event_id)
+            if seg.status != "pending":
+                seg.recheck = True  # decided without it: route the segment again
             return seg.transcribed
         if isinstance(event, SegmentComplianceV1):
             seg = state.segment(event.segment_id)
@@ -148,6 +150,8 @@ class Router:
             seg.findings = [f.model_dump(mode="json") for f in event.findings]
             seg.compliance_pack = event.producer.model_dump()
             seg.sources.append(event_id)
+            if seg.status != "pending":
+                seg.recheck = True  # decided without it: route the segment again
             return bool(seg.findings)
         if isinstance(event, CallSentimentV1):
             before = state.call_sentiment
@@ -159,7 +163,7 @@ class Router:
                 confidence=event.confidence,
                 at_end=event.reason == "call_ended",
             )
-            state.sources.append(event_id)
+            state.call_sentiment_source = event_id  # each replaces the last: the header stays flat
             return state.call_sentiment != before
         if isinstance(event, CallComplianceV1):
             held = state.call_compliance_revision
@@ -205,6 +209,9 @@ class Router:
             seen = seg.seen_at if seg.seen_at is not None else now
             if complete or now >= seen + join.segment_window_s:
                 emits.extend(self._decide_segment(state, seg, now))
+        for seg in state.ordered_segments():
+            if seg.recheck:
+                emits.extend(self._recheck_segment(state, seg, now))
         waiting = any(s.status == "pending" for s in state.segments.values() if s.transcribed)
         if state.ended_at is not None and state.call_status == "open":
             sentiment_in = state.call_sentiment is not None and state.call_sentiment.at_end
@@ -251,7 +258,9 @@ class Router:
 
     def _decide_segment(self, state: CallState, seg: SegmentState, now: float) -> list[Emit]:
         policy = self.policy()
-        verdict = route_segment(policy, state, seg)
+        missing = self._missing(state, seg)
+        verdict = route_segment(policy, state, seg, missing)
+        seg.missing = missing
         state.policy_version = policy.version
         seg.outcome, seg.rule_id, seg.mode = verdict.outcome, verdict.rule_id, verdict.mode
         task: TaskState | None = None
@@ -276,9 +285,7 @@ class Router:
                 task = self._open_task(state, verdict, "sample", "segment", seg, now)
         if task is not None:
             seg.task_id = task.task_id
-        emits.append(
-            self.out.decision(state, verdict, "segment", seg, task, now, self._missing(state, seg))
-        )
+        emits.append(self.out.decision(state, verdict, "segment", seg, task, now, missing))
         if task is not None:
             emits.append(self.out.task_created(state, task, verdict, [seg], now))
         if seg.status == "released":
@@ -292,7 +299,8 @@ class Router:
 
     def _decide_call(self, state: CallState, now: float) -> list[Emit]:
         policy = self.policy()
-        verdict = route_call(policy, state)
+        missing = self._missing(state, None)
+        verdict = route_call(policy, state, missing)
         state.policy_version = policy.version
         state.call_outcome, state.call_rule_id = verdict.outcome, verdict.rule_id
         segs = state.ordered_segments()
@@ -304,9 +312,7 @@ class Router:
             state.call_status = "released"
             if verdict.outcome == "sample":
                 task = self._open_task(state, verdict, "sample", "call", None, now)
-        emits = [
-            self.out.decision(state, verdict, "call", None, task, now, self._missing(state, None))
-        ]
+        emits = [self.out.decision(state, verdict, "call", None, task, now, missing)]
         if task is not None:
             emits.append(self.out.task_created(state, task, verdict, segs, now))
         if state.call_status == "released":
@@ -328,7 +334,8 @@ class Router:
         if state.call_status != "released" or state.call_outcome is None:
             return []
         policy = self.policy()
-        verdict = route_call(policy, state)
+        missing = self._missing(state, None)
+        verdict = route_call(policy, state, missing)
         done = max(
             (o for o in (state.call_outcome, state.late_outcome) if o is not None),
             key=_STRENGTH.__getitem__,
@@ -348,7 +355,7 @@ class Router:
                 None,
                 task,
                 now,
-                self._missing(state, None),
+                missing,
                 redecision_of=first,
             ),
             self.out.task_created(
@@ -356,6 +363,48 @@ class Router:
                 task,
                 verdict,
                 segs,
+                now,
+                note=LATE_NOTE.format(outcome=verdict.outcome, done=done),
+            ),
+        ]
+
+    def _recheck_segment(self, state: CallState, seg: SegmentState, now: float) -> list[Emit]:
+        """Route a decided segment again after a late score; review it if the verdict grew.
+
+        A released segment cannot be called back: a stronger verdict gets a re-decision and
+        a late review task (blocking nothing), and, while its call is still open, a hold
+        also holds the call. A held segment is before a person already. Idempotent: each
+        outcome strength is re-decided at most once per segment, under derived ids.
+        """
+        seg.recheck = False
+        if seg.status != "released" or seg.outcome is None:
+            return []
+        policy = self.policy()
+        missing = self._missing(state, seg)
+        verdict = route_segment(policy, state, seg, missing)
+        done = max(
+            (o for o in (seg.outcome, seg.late_outcome) if o is not None),
+            key=_STRENGTH.__getitem__,
+        )
+        if _STRENGTH[verdict.outcome] <= _STRENGTH[done]:
+            return []
+        seg.late_outcome = verdict.outcome
+        if verdict.outcome == "hold" and state.call_status == "open":
+            for rule in verdict.review_rules:
+                if rule.rule.id not in state.waiting_rules:
+                    state.waiting_rules.append(rule.rule.id)
+        kind = "hold" if verdict.outcome == "hold" else "sample"
+        task = self._open_task(state, verdict, kind, "segment", seg, now, late=True)
+        first = item_id("rd", state.call_id, seg.segment_id)
+        return [
+            self.out.decision(
+                state, verdict, "segment", seg, task, now, missing, redecision_of=first
+            ),
+            self.out.task_created(
+                state,
+                task,
+                verdict,
+                [seg],
                 now,
                 note=LATE_NOTE.format(outcome=verdict.outcome, done=done),
             ),
@@ -434,11 +483,12 @@ class Router:
             return [
                 self.out.outcome(
                     state,
-                    "call",
+                    task.scope,
                     released,
                     "reviewed",
                     now,
                     task=task,
+                    seg_id=task.segment_id if task.scope == "segment" else None,
                     decision=decision,
                     dismissed=dismissed,
                     suffix=("reviewed", "late"),
@@ -501,13 +551,19 @@ class Router:
         return emits
 
     def _missing(self, state: CallState, seg: SegmentState | None) -> list[Any]:
-        """Scores the join gave up waiting for (only those the router is set to wait for)."""
+        """Scores not in when the item is decided (only those the router is set to wait for).
+
+        A call's compliance is missing while its call-level result or any of its segments'
+        results is: a call rule on findings sees all of them.
+        """
         missing: list[Any] = []
         if seg is not None:
             sentiment_in, compliance_in = seg.sentiment is not None, seg.findings is not None
         else:
             sentiment_in = state.call_sentiment is not None and state.call_sentiment.at_end
-            compliance_in = state.call_findings is not None
+            compliance_in = state.call_findings is not None and all(
+                s.findings is not None for s in state.segments.values() if s.transcribed
+            )
         if self.join.needs_sentiment and not sentiment_in:
             missing.append("sentiment")
         if self.join.needs_compliance and not compliance_in:

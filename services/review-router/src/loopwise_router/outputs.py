@@ -239,7 +239,8 @@ def _role(speaker: str) -> PartyRole:
 def _sources(state: CallState, segs: list[SegmentState]) -> list[str]:
     ids = [i for s in segs for i in s.sources]
     if len(segs) != 1:
-        ids = state.sources + ids
+        call_sentiment = [state.call_sentiment_source] if state.call_sentiment_source else []
+        ids = state.sources + call_sentiment + ids
     return ids[:MAX_DERIVED]
 
 

@@ -32,6 +32,12 @@ Outcome = Literal["auto", "sample", "hold"]
 Mode = Literal["realtime", "post_call"]
 Priority = Literal["p1", "p2", "p3", "p4"]
 Scope = Literal["segment", "call"]
+OnMissing = Literal["hold", "sample", "evaluate", "skip"]
+"""What a rule does when an input it reads had not arrived when its item was decided:
+hold or sample the item (fail closed), evaluate the condition with the input absent,
+or skip the rule."""
+Input = Literal["sentiment", "compliance"]
+_ON_MISSING_RANK: dict[str, int] = {"skip": 0, "evaluate": 1, "sample": 2, "hold": 3}
 SEVERITIES: dict[str, int] = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 
 FieldKind = Literal["number", "text", "severity", "bool"]
@@ -276,6 +282,44 @@ def _check_condition(condition: Condition, scope: Scope) -> None:
         _check_condition(condition.not_, scope)
 
 
+def _field_input(name: str) -> Input | None:
+    """Which scored input a fact field comes from (None: the transcript or call events)."""
+    if name.startswith(("findings.", "call.findings.")):
+        return "compliance"
+    if name.startswith(("sentiment.", "call.sentiment.", "call.customer_sentiment.")) or (
+        name == "call.negative_segments"
+    ):
+        return "sentiment"
+    return None
+
+
+def inputs_read(condition: Condition) -> frozenset[Input]:
+    """The scored inputs a condition reads (a finding condition reads compliance)."""
+    if isinstance(condition, FindingCondition):
+        return frozenset({"compliance"})
+    if isinstance(condition, Comparison):
+        found = _field_input(condition.field)
+        return frozenset({found}) if found else frozenset()
+    if isinstance(condition, AllOf):
+        return frozenset().union(*(inputs_read(c) for c in condition.all))
+    if isinstance(condition, AnyOf):
+        return frozenset().union(*(inputs_read(c) for c in condition.any))
+    return inputs_read(condition.not_)
+
+
+class MissingDefaults(_Strict):
+    """What rules do by default when an input they read is missing, per input."""
+
+    compliance: OnMissing = Field(
+        default="hold",
+        description="Rules on compliance findings: a missing result is never 'no finding'",
+    )
+    sentiment: OnMissing = Field(
+        default="evaluate",
+        description="Rules on sentiment: evaluate with the score absent (comparisons fail)",
+    )
+
+
 class Defaults(_Strict):
     """What a rule gets when it does not say, and what happens after the last escalation."""
 
@@ -289,6 +333,10 @@ class Defaults(_Strict):
         default="keep_held",
         description="What an expired hold does: release unreviewed, or stay held for audit",
     )
+    on_missing: MissingDefaults = Field(
+        default_factory=MissingDefaults,
+        description="Per input, what a rule reading it does when it is missing at decision time",
+    )
 
     _sla = field_validator("sla", mode="before")(lambda cls, v: parse_duration(v))
 
@@ -301,6 +349,9 @@ class TenantDefaults(_Strict):
     mode: Mode | None = Field(default=None, description="realtime or post_call")
     escalations: int | None = Field(default=None, ge=0, le=9, description="Escalations")
     on_expiry: Literal["release", "keep_held"] | None = Field(default=None, description="Expiry")
+    on_missing: MissingDefaults | None = Field(
+        default=None, description="What rules do when an input is missing (replaces the policy's)"
+    )
 
     _sla = field_validator("sla", mode="before")(
         lambda cls, v: None if v is None else parse_duration(v)
@@ -319,6 +370,11 @@ class Rule(_Strict):
     priority: Priority | None = Field(default=None, description="Review priority")
     sla: int | None = Field(default=None, description="Seconds a reviewer has")
     mode: Mode | None = Field(default=None, description="realtime or post_call")
+    on_missing: OnMissing | None = Field(
+        default=None,
+        description="When an input the rule reads is missing: hold, sample, evaluate or skip "
+        "(default: the policy's defaults.on_missing for that input)",
+    )
 
     _sla = field_validator("sla", mode="before")(
         lambda cls, v: None if v is None else parse_duration(v)
@@ -391,6 +447,25 @@ class ResolvedRule(BaseModel):
     priority: Priority
     sla_s: int
     mode: Mode
+    reads: frozenset[Input] = frozenset()
+    on_missing: dict[Input, OnMissing] = Field(default_factory=dict)
+
+    def missing_action(self, missing: frozenset[str]) -> OnMissing | None:
+        """What this rule does given the missing inputs (None: it reads none of them)."""
+        gaps = [i for i in self.reads if i in missing]
+        if not gaps:
+            return None
+        action = max((self.on_missing[i] for i in gaps), key=_ON_MISSING_RANK.__getitem__)
+        if self.rule.outcome == "auto" and self.rule.on_missing is None and action != "evaluate":
+            return "skip"  # a release rule that cannot see its input does not release
+        return action
+
+    def forced(self, action: OnMissing) -> ResolvedRule:
+        """This rule as it acts when an input is missing (hold or sample at rate 1)."""
+        rule = self.rule.model_copy(
+            update={"outcome": action, "rate": 1.0 if action == "sample" else None}
+        )
+        return self.model_copy(update={"rule": rule})
 
 
 class Policy:
@@ -412,20 +487,26 @@ class Policy:
         defaults = self.spec.defaults
         rules = list(self.spec.rules)
         if tenant is not None:
-            overrides = tenant.defaults.model_dump(exclude_none=True)
+            overrides = tenant.defaults.model_dump(exclude_none=True, exclude={"on_missing"})
+            if tenant.defaults.on_missing is not None:
+                overrides["on_missing"] = tenant.defaults.on_missing
             defaults = defaults.model_copy(update=overrides)
             own = {r.id: r for r in tenant.rules}
             rules = [own.pop(r.id, r) for r in rules if r.id not in tenant.disable]
             rules.extend(own.values())
-        resolved = [
-            ResolvedRule(
-                rule=r,
-                priority=r.priority or defaults.priority,
-                sla_s=r.sla if r.sla is not None else defaults.sla,
-                mode=r.mode or defaults.mode,
+        resolved = []
+        for r in rules:
+            reads = inputs_read(r.when)
+            resolved.append(
+                ResolvedRule(
+                    rule=r,
+                    priority=r.priority or defaults.priority,
+                    sla_s=r.sla if r.sla is not None else defaults.sla,
+                    mode=r.mode or defaults.mode,
+                    reads=reads,
+                    on_missing={i: r.on_missing or getattr(defaults.on_missing, i) for i in reads},
+                )
             )
-            for r in rules
-        ]
         self._cache[tenant_id] = (defaults, resolved)
         return defaults, resolved
 

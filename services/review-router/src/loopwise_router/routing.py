@@ -57,6 +57,7 @@ class Verdict:
     sample_rate: float | None = None
     review_rules: list[ResolvedRule] = field(default_factory=list)
     fired_rules: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
 
     @property
     def rule_id(self) -> str | None:
@@ -319,12 +320,16 @@ def decide(
     findings: list[dict[str, Any]],
     call_id: str,
     segment_id: str | None = None,
+    missing: Iterable[str] = (),
 ) -> Verdict:
     """Apply every rule of the scope; the strongest outcome wins (hold > sample > auto).
 
     A sample rule counts only when its draw falls under its rate; ties go to the
-    most urgent priority, then to the rule written first.
+    most urgent priority, then to the rule written first. A rule that reads an input in
+    `missing` does what its `on_missing` says: hold or sample the item without looking
+    at the condition (fail closed), evaluate the condition with the input absent, or skip.
     """
+    gaps = frozenset(missing)
     _, rules = policy.for_tenant(tenant_id)
     fired: list[Fired] = []
     fired_rules: list[str] = []
@@ -333,10 +338,18 @@ def decide(
     draws: dict[str, tuple[float, float]] = {}
     first_draw: tuple[float, float] | None = None
     for resolved in rules:
-        rule = resolved.rule
-        if rule.scope != scope:
+        if resolved.rule.scope != scope:
             continue
-        ok, why = evaluate(rule.when, facts, findings, scope, rule.id)
+        action = resolved.missing_action(gaps) if gaps else None
+        if action == "skip":
+            continue
+        if action in ("hold", "sample"):
+            resolved = resolved.forced(action)
+            absent = ", ".join(sorted(i for i in resolved.reads if i in gaps))
+            ok, why = True, [Fired(resolved.rule.id, f"input missing: {absent}", None)]
+        else:
+            ok, why = evaluate(resolved.rule.when, facts, findings, scope, resolved.rule.id)
+        rule = resolved.rule
         if not ok:
             continue
         fired.extend(why)
@@ -368,11 +381,14 @@ def decide(
         sample_rate=rate,
         review_rules=review,
         fired_rules=fired_rules,
+        missing=sorted(gaps),
     )
 
 
-def route_segment(policy: Policy, call: CallState, seg: SegmentState) -> Verdict:
-    """The policy's verdict on one segment of a call."""
+def route_segment(
+    policy: Policy, call: CallState, seg: SegmentState, missing: Iterable[str] = ()
+) -> Verdict:
+    """The policy's verdict on one segment of a call (`missing`: inputs not arrived)."""
     return decide(
         policy,
         call.tenant_id,
@@ -381,13 +397,20 @@ def route_segment(policy: Policy, call: CallState, seg: SegmentState) -> Verdict
         list(seg.findings or []),
         call.call_id,
         seg.segment_id,
+        missing,
     )
 
 
-def route_call(policy: Policy, call: CallState) -> Verdict:
+def route_call(policy: Policy, call: CallState, missing: Iterable[str] = ()) -> Verdict:
     """The verdict on a finished call; a segment held for post-call review holds the call."""
     verdict = decide(
-        policy, call.tenant_id, "call", call_facts(call), call_findings(call), call.call_id
+        policy,
+        call.tenant_id,
+        "call",
+        call_facts(call),
+        call_findings(call),
+        call.call_id,
+        missing=missing,
     )
     if not call.waiting_rules or verdict.outcome == "hold":
         return verdict
@@ -411,4 +434,5 @@ def route_call(policy: Policy, call: CallState) -> Verdict:
         sample_rate=verdict.sample_rate,
         review_rules=forced,
         fired_rules=[*verdict.fired_rules, *(r.rule.id for r in forced)],
+        missing=verdict.missing,
     )

@@ -1,14 +1,18 @@
 """Per-call state of the router: the join of transcripts, scores and call events, holds, tasks.
 
-Plain pydantic models that round-trip through JSON, so they live in a Faust
-table (with a changelog) and the backtest builds the very same objects.
+Plain pydantic models that round-trip through JSON; the backtest builds the very same
+objects. In the service a call's state is kept in the shared `StateStore` as parts: a
+header (the call without its segments and tasks), one part per segment and one per task.
+Segments and tasks note when a field is set, so only the parts that changed go to the
+changelog: the bytes written per event stay flat however long the call gets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from loopwise_router.policy import Mode, Outcome, Priority
 
@@ -18,6 +22,17 @@ TaskStatus = Literal["open", "decided", "expired"]
 
 class _State(BaseModel):
     model_config = ConfigDict(extra="ignore", validate_assignment=False)
+
+
+class _Part(_State):
+    """A state part that knows whether it changed since it was last written."""
+
+    _dirty: bool = PrivateAttr(default=True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if not name.startswith("_"):
+            self._dirty = True
 
 
 class SentimentFacts(_State):
@@ -39,7 +54,7 @@ class CallSentimentFacts(_State):
     at_end: bool = Field(default=False, description="Published at call end")
 
 
-class SegmentState(_State):
+class SegmentState(_Part):
     """One segment: what the join has seen so far and what became of it."""
 
     segment_id: str = Field(description="Segment id")
@@ -72,6 +87,15 @@ class SegmentState(_State):
     task_id: str | None = Field(default=None, description="Review task, if any")
     corrected_text: str | None = Field(default=None, description="Reviewer's text")
     relabel: str | None = Field(default=None, description="Reviewer's sentiment label")
+    missing: list[str] = Field(
+        default_factory=list, description="Inputs missing when the segment was decided"
+    )
+    recheck: bool = Field(
+        default=False, description="A score came after the segment was decided: route it again"
+    )
+    late_outcome: Outcome | None = Field(
+        default=None, description="Strongest outcome of a re-decision after the segment's"
+    )
 
     @property
     def transcribed(self) -> bool:
@@ -79,7 +103,7 @@ class SegmentState(_State):
         return self.text is not None
 
 
-class TaskState(_State):
+class TaskState(_Part):
     """A review task and its SLA clock."""
 
     task_id: str = Field(description="Task id")
@@ -143,7 +167,12 @@ class CallState(_State):
         default_factory=list, description="Segment rules that hold the whole call (post_call)"
     )
     policy_version: str | None = Field(default=None, description="Policy of the last decision")
-    sources: list[str] = Field(default_factory=list, description="Call-level input event ids")
+    sources: list[str] = Field(
+        default_factory=list, description="Call-level input event ids (call sentiment apart)"
+    )
+    call_sentiment_source: str | None = Field(
+        default=None, description="Event id of the call sentiment held (each replaces the last)"
+    )
     wake_at: float | None = Field(default=None, description="Next time the clock matters")
     closed_at: float | None = Field(default=None, description="When nothing was left to do")
 
@@ -160,3 +189,45 @@ class CallState(_State):
             (s for s in self.segments.values() if s.transcribed),
             key=lambda s: (s.start_s, s.segment_id),
         )
+
+
+HEADER = ""
+_SEGMENT = "s/"
+_TASK = "t/"
+
+
+def dirty_parts(state: CallState) -> dict[str, bytes | None]:
+    """The parts of a call state to write: the header, and segments and tasks that changed."""
+    parts: dict[str, bytes | None] = {
+        HEADER: state.model_dump_json(exclude={"segments", "tasks"}).encode("utf-8")
+    }
+    for segment_id, seg in state.segments.items():
+        if seg._dirty:
+            parts[_SEGMENT + segment_id] = seg.model_dump_json().encode("utf-8")
+    for task_id, task in state.tasks.items():
+        if task._dirty:
+            parts[_TASK + task_id] = task.model_dump_json().encode("utf-8")
+    return parts
+
+
+def mark_clean(state: CallState) -> None:
+    """Every part of the state was written."""
+    for seg in state.segments.values():
+        seg._dirty = False
+    for task in state.tasks.values():
+        task._dirty = False
+
+
+def load_parts(parts: Mapping[str, bytes]) -> CallState:
+    """A call state rebuilt from its parts."""
+    if HEADER not in parts:
+        raise ValueError("call state has no header part")
+    state = CallState.model_validate_json(parts[HEADER])
+    for name, raw in parts.items():
+        if name.startswith(_SEGMENT):
+            seg = SegmentState.model_validate_json(raw)
+            state.segments[seg.segment_id] = seg
+        elif name.startswith(_TASK):
+            task = TaskState.model_validate_json(raw)
+            state.tasks[task.task_id] = task
+    return state

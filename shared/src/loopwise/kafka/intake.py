@@ -75,8 +75,10 @@ class OutRecord:
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: Headers
+    partition: int | None = None
+    """A fixed partition (changelog records follow their input's); None: by key (murmur2)."""
 
 
 def admit(
@@ -110,8 +112,13 @@ def output_id(parent_id: str, service: str, index: int) -> str:
     return str(uuid.uuid5(OUTPUT_ID_NAMESPACE, f"{parent_id}/{service}/{index}"))
 
 
-def encode_output(emit: Emit, parent: Envelope, service: str, index: int) -> OutRecord:
-    """Encode a handler's output with a traceparent child of its input and a derived id."""
-    event_id = emit.event_id or output_id(parent.id, service, index)
+def encode_output(emit: Emit, parent: Envelope | None, service: str, index: int) -> OutRecord:
+    """Encode a handler's output with a traceparent child of its input and a derived id.
+
+    An output caused by time alone has no parent: it must carry its own stable id.
+    """
+    if parent is None and emit.event_id is None:
+        raise ValueError("an output without a parent input needs an explicit event_id")
+    event_id = emit.event_id or output_id(parent.id if parent else "", service, index)
     key, value, headers, _ = encode(emit.event, source=service, parent=parent, event_id=event_id)
     return OutRecord(emit.topic, key, value, headers)

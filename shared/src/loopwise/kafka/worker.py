@@ -22,6 +22,15 @@ audio until an utterance ends) plug into optional hooks; unused, they change not
 * ``dead_letters`` (drained after every input and every tick): earlier inputs the
   handler gives up on, dead-lettered with their own coordinates;
 * ``on_revoke``: the partitions this instance no longer owns, to forget their state.
+
+Stateful services hand the worker a ``StateStore`` (``loopwise.kafka.state``): its states
+are restored from their changelog before the assigned partitions are read, its handler
+runs every input, its clock runs on every tick, and the changed parts of the states are
+written to the changelog after the outputs are acknowledged and before the offsets are
+stored ("send, then store").
+
+Batches leave promptly: the loop waits up to ``poll_timeout_s`` for the first message
+only, then takes whatever else is already fetched (up to ``batch_size``) without waiting.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from loopwise.kafka.intake import (
     admit,
     encode_output,
 )
+from loopwise.kafka.state import StateStore
 from loopwise.logging import get_logger, librdkafka_logger
 from loopwise.metrics import (
     BATCH_RETRIES,
@@ -80,7 +90,10 @@ class WorkerSettings(ServiceSettings):
     )
     batch_size: int = Field(default=500, ge=1, le=100_000, description="Messages per consume call")
     poll_timeout_s: float = Field(
-        default=1.0, gt=0, le=60, description="Wait for messages, seconds"
+        default=0.1,
+        gt=0,
+        le=60,
+        description="Longest wait for a first message, seconds; a batch never waits to fill up",
     )
     max_message_bytes: int = Field(
         default=1_048_576, ge=1024, description="Larger input values are dead-lettered as oversize"
@@ -95,6 +108,15 @@ class WorkerSettings(ServiceSettings):
         default=120.0, gt=0, description="/healthz fails when the loop has not turned for this long"
     )
     retry_backoff_s: float = Field(default=1.0, ge=0, description="Pause before re-running a batch")
+    state_clock_max_backlog: int = Field(
+        default=1000,
+        ge=0,
+        description="A state's clock (join windows, deadlines) waits while more input than this "
+        "waits unread, so a restarted service reads its backlog before a window closes",
+    )
+    state_clock_max_defer_s: float = Field(
+        default=30.0, ge=0, description="Longest such wait, seconds: the clock then runs anyway"
+    )
     consumer_overrides: dict[str, str | int | bool] = Field(
         default_factory=dict, description="Extra librdkafka consumer properties (JSON object)"
     )
@@ -164,6 +186,7 @@ class Worker:
         tick_interval_s: float = 1.0,
         dead_letters: Callable[[], Iterable[DeadLetterRequest]] | None = None,
         on_revoke: Callable[[set[Partition]], None] | None = None,
+        state: StateStore[Any] | None = None,
     ) -> None:
         self.service = service
         # Sinks make their writes durable here: it runs after a batch's outputs are delivered
@@ -186,6 +209,10 @@ class Worker:
         self.dead_letters = dead_letters
         # Told which partitions were revoked, after their offsets are committed.
         self.on_revoke = on_revoke
+        # Keyed states with their changelog: restored on assign, written after each batch's
+        # outputs are acknowledged, dropped on revoke; their clock runs on every tick.
+        self.state = state
+        self._clock_deferred_since: float | None = None
         self._last_tick = 0.0
         self.settings = settings
         self.handler = handler
@@ -249,15 +276,23 @@ class Worker:
         try:
             while not self._stop.is_set():
                 self._last_turn = time.monotonic()
-                messages = self._consumer.consume(
-                    num_messages=self.settings.batch_size, timeout=self.settings.poll_timeout_s
-                )
+                messages = self._poll_batch()
                 if messages:
                     self._process_batch(messages)
-                if self.tick is not None and self._tick_due():
-                    self._run_tick(self.tick)
+                if (self.tick is not None or self.state is not None) and self._tick_due():
+                    self._run_tick()
         finally:
             self._shutdown()
+
+    def _poll_batch(self) -> list[Message]:
+        """Wait for one message at most `poll_timeout_s`, then take what is already fetched."""
+        first = self._consumer.poll(self.settings.poll_timeout_s)
+        if first is None:
+            return []
+        if self.settings.batch_size == 1:
+            return [first]
+        rest = self._consumer.consume(num_messages=self.settings.batch_size - 1, timeout=0)
+        return [first, *rest]
 
     def _shutdown(self) -> None:
         log.info("worker_draining")
@@ -330,6 +365,7 @@ class Worker:
             for out in self._earlier_dead_letters():
                 self._produce(out, batch)
         self._await_deliveries(batch)
+        self._write_state(batch)
         if not batch.failures and self.before_commit is not None:
             try:
                 self.before_commit()
@@ -344,6 +380,8 @@ class Worker:
                 failures=batch.failures[:5],
                 retry_in_s=self.settings.retry_backoff_s,
             )
+            if self.state is not None:
+                self.state.rollback()
             for (topic, partition), offset in first.items():
                 self._consumer.seek(TopicPartition(topic, partition, offset))
             self._stop.wait(self.settings.retry_backoff_s)
@@ -376,13 +414,17 @@ class Worker:
     def _tick_due(self) -> bool:
         return time.monotonic() - self._last_tick >= self.tick_interval_s
 
-    def _run_tick(self, tick: Callable[[], Iterable[ChildEmit]]) -> None:
+    def _run_tick(self) -> None:
         """One timer turn: produce what time alone caused, and wait for its delivery."""
         self._last_tick = time.monotonic()
         outs: list[OutRecord] = []
         try:
-            for index, (parent, emit) in enumerate(tick()):
-                outs.append(self._encode(emit, parent.envelope, TICK_INDEX_BASE + index))
+            if self.tick is not None:
+                for index, (parent, emit) in enumerate(self.tick()):
+                    outs.append(self._encode(emit, parent.envelope, TICK_INDEX_BASE + index))
+            if self.state is not None and self._state_clock_due():
+                # a state's clock: its outputs carry their own stable ids
+                outs.extend(self._encode(emit, None, 0) for emit in self.state.tick())
         except Exception:  # a timer turn must not stop the service; the loop goes on
             log.exception("tick_failed")
         outs += self._earlier_dead_letters()
@@ -390,12 +432,61 @@ class Worker:
         for out in outs:
             self._produce(out, batch)
         self._await_deliveries(batch)
+        self._write_state(batch)
         for topic, count in batch.delivered.items():
             EVENTS_PRODUCED.labels(self.service, topic).inc(count)
         if batch.failures:
+            if self.state is not None:
+                self.state.rollback()  # the clock runs again at the next tick
             log.error("tick_outputs_failed", failures=batch.failures[:5])
             return
         self._store_lifted_floors()
+
+    def _backlog(self) -> int:
+        """Input fetched by the brokers' last word but not read yet, over assigned partitions."""
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return 0
+        total = 0
+        for tp in self._consumer.position(assigned):
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset < 0 or high < 0:
+                # not fetched yet (just assigned): unknown counts as behind
+                return self.settings.state_clock_max_backlog + 1
+            total += max(0, high - tp.offset)
+        return int(total)
+
+    def _state_clock_due(self) -> bool:
+        """Whether the state's clock may run: input is read up (or it waited long enough)."""
+        try:
+            backlog = self._backlog()
+        except KafkaException:
+            backlog = 0
+        if backlog <= self.settings.state_clock_max_backlog:
+            self._clock_deferred_since = None
+            return True
+        now = time.monotonic()
+        if self._clock_deferred_since is None:
+            self._clock_deferred_since = now
+            log.info("state_clock_deferred", backlog=backlog)
+        return now - self._clock_deferred_since >= self.settings.state_clock_max_defer_s
+
+    def _write_state(self, batch: _Batch) -> None:
+        """After the outputs are acknowledged: write the changed state parts, await them."""
+        if self.state is None or batch.failures:
+            return
+        records = self.state.pending_records()
+        if not records:
+            self.state.commit()
+            return
+        written = _Batch()
+        for record in records:
+            self._produce(record, written)
+        self._await_deliveries(written)
+        if written.failures:
+            batch.failures.extend(written.failures)
+            return
+        self.state.commit()
 
     def _store_lifted_floors(self) -> None:
         """Store offsets up to floors a tick may have lifted (no new input needed)."""
@@ -478,7 +569,7 @@ class Worker:
         EVENTS_CONSUMED.labels(self.service, topic, "processed").inc()
         return outs
 
-    def _encode(self, emit: Emit, parent: Envelope, index: int) -> OutRecord:
+    def _encode(self, emit: Emit, parent: Envelope | None, index: int) -> OutRecord:
         if self.output_topics and emit.topic not in self.output_topics:
             raise ValueError(f"handler emitted to undeclared topic {emit.topic!r}")
         return encode_output(emit, parent, self.service, index)
@@ -500,6 +591,7 @@ class Worker:
                     key=out.key,
                     headers=out.headers,
                     on_delivery=delivered,
+                    **({} if out.partition is None else {"partition": out.partition}),
                 )
                 batch.pending += 1
                 return
@@ -524,6 +616,9 @@ class Worker:
                 log.warning("commit_failed", error=str(exc))
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        if self.state is not None:
+            # before any of these partitions' input is handled: their states, as acknowledged
+            self.state.restore({p.partition for p in partitions}, self.settings.kafka.librdkafka())
         self._assigned_once.set()
         log.info(
             "partitions_assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions]
@@ -535,6 +630,8 @@ class Worker:
         self._commit_sync()
         for p in partitions:
             self._consumed.pop((p.topic, p.partition), None)
+        if self.state is not None:
+            self.state.drop({p.partition for p in partitions})
         if self.on_revoke is not None:
             try:
                 self.on_revoke({(p.topic, p.partition) for p in partitions})
