@@ -103,11 +103,15 @@ class Router:
             emits.extend(self._apply_decision(state, event, now))
         else:
             self._apply(state, event, event_id, now)
-        emits.extend(self._progress(state, now))
+        emits.extend(self._progress(state, now, windows=False))
         return state, emits
 
     def tick(self, state: CallState, now: float) -> list[Emit]:
-        """Let time pass for a call: close join windows, escalate or expire tasks."""
+        """Let time pass for a call: close join windows, escalate or expire tasks.
+
+        Only the clock closes a join window (an input decides only what it completes), so
+        the service can hold its clock back while it reads a backlog after a restart.
+        """
         return self._progress(state, now)
 
     def _apply(self, state: CallState, event: TenantEvent, event_id: str, now: float) -> None:
@@ -197,7 +201,7 @@ class Router:
 
     # ---- the clock ----------------------------------------------------------------------
 
-    def _progress(self, state: CallState, now: float) -> list[Emit]:
+    def _progress(self, state: CallState, now: float, *, windows: bool = True) -> list[Emit]:
         emits: list[Emit] = []
         join = self.join
         for seg in state.ordered_segments():
@@ -207,7 +211,7 @@ class Router:
                 seg.findings is not None or not join.needs_compliance
             )
             seen = seg.seen_at if seg.seen_at is not None else now
-            if complete or now >= seen + join.segment_window_s:
+            if complete or (windows and now >= seen + join.segment_window_s):
                 emits.extend(self._decide_segment(state, seg, now))
         for seg in state.ordered_segments():
             if seg.recheck:
@@ -220,7 +224,8 @@ class Router:
                 and (state.call_findings is not None or not join.needs_compliance)
                 and now >= state.ended_at + join.call_grace_s
             )
-            if not waiting and (complete or now >= state.ended_at + join.call_window_s):
+            expired = windows and now >= state.ended_at + join.call_window_s
+            if not waiting and (complete or expired):
                 emits.extend(self._decide_call(state, now))
         elif state.recheck and not waiting:
             emits.extend(self._recheck_call(state, now))
