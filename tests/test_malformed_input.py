@@ -98,8 +98,8 @@ def test_every_kind_of_malformed_record_is_dead_lettered_and_valid_ones_flow(
     )
     assert {b.name for b in bad} >= {"over-size-limit", "near-size-limit", "huge-ids"}
     mixed: list[Malformed] = []
-    for i, record in enumerate(bad):
-        mixed += [_valid(i), record]
+    for i, item in enumerate(bad):
+        mixed += [_valid(i), item]
     mixed.append(_valid(len(bad)))
     where = produce_malformed(kafka_bootstrap, worker_topics["input"], mixed, partition=0)
     placed = zip(mixed, where, strict=True)
