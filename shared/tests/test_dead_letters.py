@@ -262,3 +262,17 @@ def test_custom_binary_headers_are_ignored_not_fatal() -> None:
     admitted = admit(value, headers, {event.event_type: ExternalTranscriptSegmentV1}, 10**6)
     assert not isinstance(admitted, Rejection)
     assert admitted[1] == event
+
+
+def test_a_key_that_is_not_the_call_id_is_rejected_where_the_key_is_checked() -> None:
+    event = _example(ExternalTranscriptSegmentV1)
+    key, value, headers, _ = encode(event, source="t")
+    accepted = {event.event_type: ExternalTranscriptSegmentV1}
+    assert not isinstance(admit(value, headers, accepted, 10**6, key=key), Rejection)
+    for wrong in (b"another-call", None):
+        rejected = admit(value, headers, accepted, 10**6, key=wrong)
+        assert isinstance(rejected, Rejection)
+        assert (rejected.stage, rejected.error_class) == ("validate", "KeyMismatch")
+        assert "another-call" not in rejected.reason
+    # Callers that do not pass the key (today's worker) are not affected.
+    assert not isinstance(admit(value, headers, accepted, 10**6), Rejection)

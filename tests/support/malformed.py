@@ -73,6 +73,7 @@ def malformed_records(
     max_message_bytes: int = 1_048_576,
     topic_max_bytes: int = 1_048_588,
     source: str = "malformed",
+    check_key: bool = False,
 ) -> list[Malformed]:
     """Every kind of malformed record, derived from a valid call event `template`.
 
@@ -82,6 +83,8 @@ def malformed_records(
     latter only where it still fits the topic's ``max.message.bytes``
     (`topic_max_bytes`; Kafka's default is 1,048,588). Produce them with a producer
     whose ``message.max.bytes`` allows that size (`produce_malformed` does).
+    `check_key` adds a record keyed by another call (``KeyMismatch``): only for a
+    consumer that passes the message key to ``admit(..., key=...)``.
     """
     if not hasattr(template, "call_id"):
         raise ValueError("the template must be a call event (it needs a call_id)")
@@ -207,6 +210,9 @@ def malformed_records(
         "HeaderMismatch",
         "validate",
     )
+    if check_key:
+        k, v, h = encoded("key-mismatch")
+        add("key-mismatch", b"another-call", v, h, "KeyMismatch", "validate")
     # ce_type says the template's type, the body is a call-ended event of the same call.
     other = CallEndedV1(
         tenant_id=template.tenant_id,

@@ -88,19 +88,41 @@ MAX_HEADERS = 100
 """More headers than this are rejected as oversize."""
 
 
+class _NoKey:
+    """Marks that the caller did not pass the message key (so it is not checked)."""
+
+
+NO_KEY = _NoKey()
+
+
 def admit(
     value: bytes | None,
     headers: Headers | None,
     accepted: Mapping[str, type[TenantEvent]],
     max_bytes: int,
+    *,
+    key: bytes | _NoKey | None = NO_KEY,
 ) -> tuple[Envelope, TenantEvent] | Rejection:
     """Decode and validate one message, or say why it is rejected; never raises.
 
     Reasons name the stage, the header or the model's own field and the rule broken,
-    never a value or a field name the sender chose (both are payload).
+    never a value or a field name the sender chose (both are payload). Where the
+    message `key` is passed, it must be the event's key (its call id): a call keyed
+    otherwise would land in another partition than the rest of the call
+    (``KeyMismatch``).
     """
     try:
-        return _admit(value, headers, accepted, max_bytes)
+        admitted = _admit(value, headers, accepted, max_bytes)
+        if isinstance(admitted, Rejection) or isinstance(key, _NoKey):
+            return admitted
+        if key is None or bytes(key) != admitted[1].kafka_key().encode():
+            named = "null" if key is None else f"{len(key)} bytes"
+            return Rejection(
+                "validate",
+                "KeyMismatch",
+                f"message key ({named}) is not the event's {admitted[1].key_field}",
+            )
+        return admitted
     except Exception as exc:  # noqa: BLE001 - whatever arrives is rejected, never raised
         reason = f"message could not be decoded ({type(exc).__name__})"
         return Rejection("decode", "Undecodable", reason)
