@@ -50,7 +50,7 @@ TEMPLATES = [ExternalTranscriptSegmentV1, CallStartedV1, AudioChunkV1]
 CASES = [
     pytest.param(model, record, id=f"{model.__name__}-{record.name}")
     for model in TEMPLATES
-    for record in malformed_records(_example(model), max_message_bytes=200_000)
+    for record in malformed_records(_example(model), max_message_bytes=200_000, check_key=True)
 ]
 
 
@@ -62,7 +62,7 @@ def _record_size(value: bytes, headers: list[tuple[str, bytes]], key: bytes | No
 def test_each_kind_of_bad_input_is_rejected_and_dead_lettered(
     model: type[TenantEvent], bad: Malformed
 ) -> None:
-    admitted = admit(bad.value, bad.headers, {model.event_type: model}, 200_000)
+    admitted = admit(bad.value, bad.headers, {model.event_type: model}, 200_000, key=bad.key)
     assert isinstance(admitted, Rejection), f"{bad.name} was admitted"
     assert (admitted.error_class, admitted.stage) == (bad.error_class, bad.stage), admitted.reason
     assert admitted.reason
