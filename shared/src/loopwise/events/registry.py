@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import uuid
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -89,7 +90,9 @@ DICT_KEY = "<key>"
 """Stands in a reason for a key of a free-form mapping (also the sender's)."""
 
 # Error types whose pydantic message quotes the input; their reasons give the type only.
-_MESSAGE_QUOTES_INPUT = frozenset({"union_tag_invalid", "get_attribute_error"})
+_MESSAGE_QUOTES_INPUT = frozenset(
+    {"union_tag_invalid", "get_attribute_error", "uuid_parsing", "url_parsing", "custom_error"}
+)
 
 
 def _unwrap(tp: Any) -> Any:
@@ -153,6 +156,7 @@ def _safe_loc(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> tupl
     return ".".join(parts) or "<root>", unknown
 
 
+@functools.lru_cache(maxsize=256)
 def _model_named(title: str) -> type[BaseModel] | None:
     pending: list[type[BaseModel]] = [ContractModel]
     while pending:
