@@ -166,9 +166,9 @@ def test_bad_transcript_lines_name_file_and_line(tmp_path: Path) -> None:
     assert done.returncode == 2 and "bad.jsonl:1: speaker" in done.stderr
 
 
-@pytest.fixture(params=["data-clip", "synthesised"])
-def stereo_wav(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    """The shared stereo clip (skipped where the data is absent), or a synthesised one."""
+@pytest.fixture(params=["data-clip", "synthesised-stereo-wav", "synthesised-mono-flac"])
+def recording(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """The shared stereo clip (skipped where the data is absent), or a synthesised file."""
     if request.param == "data-clip":
         if not STEREO_CLIP.is_file():
             pytest.skip(f"development data not found at {STEREO_CLIP}")
@@ -177,16 +177,20 @@ def stereo_wav(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 
     rate, seconds = 22_050, 2.3  # a rate the replay must resample, a partial last chunk
     t = np.arange(int(rate * seconds)) / rate
-    data = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 660 * t)], axis=1)
-    path = tmp_path / "two-tones.wav"
-    soundfile.write(str(path), data, rate)
+    tones = [0.3 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 660 * t)]
+    if request.param == "synthesised-mono-flac":
+        path = tmp_path / "one-tone.flac"
+        soundfile.write(str(path), tones[0], rate)
+    else:
+        path = tmp_path / "two-tones.wav"
+        soundfile.write(str(path), np.stack(tones, axis=1), rate)
     return path
 
 
 def test_recording_as_mulaw_chunks_matches_the_file(
-    kafka_bootstrap: str, replay_topics: dict[str, str], stereo_wav: Path
+    kafka_bootstrap: str, replay_topics: dict[str, str], recording: Path
 ) -> None:
-    path = stereo_wav
+    path = recording
     clock = [0.0]
     slept: list[float] = []
 
@@ -215,19 +219,22 @@ def test_recording_as_mulaw_chunks_matches_the_file(
     )
     channels = read_recording(path, 8000)
     n_chunks = -(-len(channels[0]) // 2000)
-    assert summary.audio_chunks == 2 * n_chunks and summary.calls == 1
+    n_ch = len(channels)
+    assert summary.audio_chunks == n_ch * n_chunks and summary.calls == 1
     assert summary.audio_seconds == pytest.approx(len(channels[0]) / 8000, abs=1e-3)
+    assert len(slept) == n_chunks  # one wait per chunk time (both channels' chunks go together)
     # Paced at twice real time: the last chunk is due at half the recording's length.
     assert clock[0] == pytest.approx(len(channels[0]) / 8000 / 2, abs=1e-6)
 
-    audio = _events(read_topic(kafka_bootstrap, replay_topics[AUDIO], expect=2 * n_chunks))
+    audio = _events(read_topic(kafka_bootstrap, replay_topics[AUDIO], expect=n_ch * n_chunks))
     calls = _events(read_topic(kafka_bootstrap, replay_topics[CALLS], expect=2))
     started, ended = (e for _, e in calls)
     assert isinstance(started, CallStartedV1) and isinstance(ended, CallEndedV1)
     assert started.audio is not None and started.audio.encoding == "mulaw"
-    assert [c.role for c in started.channels] == ["agent", "customer"]
-    assert ended.last_audio_sequence == {"0": n_chunks - 1, "1": n_chunks - 1}
-    for ch in (0, 1):
+    roles = ["mixed"] if n_ch == 1 else ["agent", "customer"]
+    assert [c.role for c in started.channels] == roles
+    assert ended.last_audio_sequence == {str(ch): n_chunks - 1 for ch in range(n_ch)}
+    for ch in range(n_ch):
         chunks = [e for _, e in audio if isinstance(e, AudioChunkV1) and e.channel == ch]
         assert [c.sequence for c in chunks] == list(range(n_chunks))
         assert [c.start_ms for c in chunks] == [i * 250 for i in range(n_chunks)]
