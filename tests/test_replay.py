@@ -273,3 +273,26 @@ def test_rate_paces_segments_and_repeats_get_new_ids(
     for _, event in _events(got):
         ids.setdefault(cast(CallEvent, event).call_id, []).append(event)
     assert len(ids) == 6 and all(len(v) in (2, 3) for v in ids.values())
+
+
+def test_unreachable_cluster_and_missing_topic_fail_with_a_clear_error(
+    kafka_bootstrap: str, replay_topics: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "calls.jsonl"
+    path.write_text(json.dumps(LINES[0]) + "\n", encoding="utf-8")
+    calls = read_transcript(path)
+    with pytest.raises(RuntimeError, match="cannot reach the Kafka cluster"):
+        send(
+            transcript_events(calls),
+            kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+            speed=0,
+            connect_timeout_s=2,
+        )
+    missing = {**replay_topics, TRANSCRIPTS: "loopwise.test.no-such-topic"}
+    with pytest.raises(RuntimeError, match="no-such-topic does not exist"):
+        send(
+            transcript_events(calls),
+            kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
+            topics=missing,
+            speed=0,
+        )

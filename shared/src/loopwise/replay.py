@@ -425,11 +425,13 @@ def send(
     rate: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    connect_timeout_s: float = 15.0,
 ) -> ReplaySummary:
     """Produce events in order, paced by the timeline at `speed` (0: no pacing) or at `rate`.
 
     `rate` is paced events (segments, audio chunks) per second; call events go between
-    them in order. Waits for every delivery; raises RuntimeError naming the first failure.
+    them in order. Waits for every delivery; raises RuntimeError naming the first failure
+    (an unreachable cluster or a missing topic before anything is sent).
     """
     if producer is None:
         from confluent_kafka import Producer
@@ -447,6 +449,11 @@ def send(
         if err is not None:
             failures.append(str(err.str() if hasattr(err, "str") else err))
 
+    try:
+        present = set(producer.list_topics(timeout=connect_timeout_s).topics)
+    except Exception as exc:  # noqa: BLE001 - KafkaException and friends: one clear line
+        raise RuntimeError(f"cannot reach the Kafka cluster ({exc})") from None
+    checked: set[str] = set()
     began = clock()
     paced = 0
     for item in outgoing:
@@ -463,6 +470,13 @@ def send(
                 sleep(wait)
         key, value, headers, _ = encode(item.event, source=SOURCE)
         name = names[item.label]
+        if name not in checked:
+            if name not in present:
+                raise RuntimeError(
+                    f"topic {name} does not exist on the cluster "
+                    "(create the catalogue's topics with `loopwise topics apply`)"
+                )
+            checked.add(name)
         while True:
             try:
                 producer.produce(
