@@ -136,7 +136,11 @@ def test_transcript_file_through_the_command(
     ]
     assert all(s.tenant_id == "acme" and s.engine == "loopwise-replay" for s in a0)
     b_last = next(s for s in segs if s.segment_id == "b-2" and "r1.1" in s.call_id)
-    assert b_last.tenant_id == "globex" and b_last.confidence == 0.8
+    assert b_last.confidence == 0.8
+    # A tenant named on any line of a call is the whole call's; --tenant is the default.
+    assert {e.tenant_id for _, e in calls + segments if "call-b" in cast(CallEvent, e).call_id} == {
+        "globex"
+    }
     for call_id in partition:
         kinds = [type(e) for _, e in calls if cast(CallEvent, e).call_id == call_id]
         assert kinds == [CallStartedV1, CallEndedV1]
@@ -152,6 +156,10 @@ def test_bad_transcript_lines_name_file_and_line(tmp_path: Path) -> None:
         read_transcript(path)
     path.write_text(good + "\n{nope\n")
     with pytest.raises(ReplayInputError, match=r"bad.jsonl:2: not JSON"):
+        read_transcript(path)
+    lines = [json.dumps({**LINES[0], "tenant": t}) for t in ("acme", "other")]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ReplayInputError, match=r"bad.jsonl:2: tenant differs from line 1"):
         read_transcript(path)
     path.write_text(json.dumps({**LINES[0], "speaker": "robot"}) + "\n")
     with pytest.raises(ReplayInputError, match=r"bad.jsonl:1: speaker"):

@@ -137,8 +137,12 @@ class TranscriptLine(BaseModel):
 
 
 def read_transcript(path: Path) -> dict[str, list[TranscriptLine]]:
-    """Segments of a JSON-lines transcript file, per call in file order; errors name the line."""
+    """Segments of a JSON-lines transcript file, per call in file order; errors name the line.
+
+    A line may name its call's tenant; lines of one call must not name different ones.
+    """
     calls: dict[str, list[TranscriptLine]] = {}
+    tenants: dict[str, tuple[str, int]] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -160,6 +164,12 @@ def read_transcript(path: Path) -> dict[str, list[TranscriptLine]]:
             raise ReplayInputError(
                 f"{path}:{number}: {validation_reason(exc, model=TranscriptLine)}"
             ) from None
+        if segment.tenant is not None:
+            first = tenants.setdefault(segment.call_id, (segment.tenant, number))
+            if first[0] != segment.tenant:
+                raise ReplayInputError(
+                    f"{path}:{number}: tenant differs from line {first[1]} of the same call"
+                )
         calls.setdefault(segment.call_id, []).append(segment)
     if not calls:
         raise ReplayInputError(f"{path}: no segments")
@@ -232,7 +242,8 @@ def _transcript_call(
     t0: datetime,
     counter: Iterator[int],
 ) -> Iterator[Outgoing]:
-    tenant = segments[0].tenant or options.tenant
+    # A call belongs to one tenant: the one its lines name (read_transcript checks they agree).
+    tenant = next((s.tenant for s in segments if s.tenant), options.tenant)
 
     def at(seconds: float) -> datetime:
         return t0 + timedelta(seconds=offset + seconds)
@@ -244,7 +255,7 @@ def _transcript_call(
     ordered = sorted(enumerate(segments), key=lambda p: (p[1].end, p[0]))
     for number, seg in ordered:
         event = ExternalTranscriptSegmentV1(
-            tenant_id=seg.tenant or tenant,
+            tenant_id=tenant,
             call_id=call_id,
             occurred_at=at(seg.end),
             segment_id=seg.segment_id or f"seg-{number:05d}",
