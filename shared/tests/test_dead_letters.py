@@ -276,3 +276,20 @@ def test_a_key_that_is_not_the_call_id_is_rejected_where_the_key_is_checked() ->
         assert "another-call" not in rejected.reason
     # Callers that do not pass the key (today's worker) are not affected.
     assert not isinstance(admit(value, headers, accepted, 10**6), Rejection)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [[("traceparent", b"0" * 5000)], [("traceparent", b"\xff\xfe")], "duplicate"],
+    ids=["oversize", "not-utf8", "duplicate"],
+)
+def test_a_broken_trace_context_is_dropped_not_fatal(broken: Any) -> None:
+    event = _example(ExternalTranscriptSegmentV1)
+    _, value, headers, _ = encode(event, source="t")
+    if broken == "duplicate":
+        headers = [*headers, *[h for h in headers if h[0] == "traceparent"]]
+    else:
+        headers = [h for h in headers if h[0] != "traceparent"] + broken
+    admitted = admit(value, headers, {event.event_type: ExternalTranscriptSegmentV1}, 10**6)
+    assert not isinstance(admitted, Rejection)
+    assert admitted[0].traceparent is None

@@ -81,22 +81,27 @@ class Envelope:
         binary ones included) are ignored. Errors name the header, never its value.
         """
         values: dict[str, str] = {}
+        seen: set[str] = set()
         for name, raw in headers or []:
             if raw is None or name not in HEADER_LIMITS:
                 continue
-            if name in values:
-                raise EnvelopeError(f"header {name} appears more than once")
-            if isinstance(raw, str):
-                text = raw
-            else:
+            try:
+                if name in seen:
+                    raise EnvelopeError(f"header {name} appears more than once")
+                seen.add(name)
                 try:
-                    text = bytes(raw).decode("utf-8")
+                    text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
                 except (UnicodeDecodeError, TypeError) as exc:
                     raise EnvelopeError(f"header {name} is not UTF-8") from exc
-            if len(text) > HEADER_LIMITS[name]:
-                raise EnvelopeError(
-                    f"header {name} is {len(text)} characters, limit {HEADER_LIMITS[name]}"
-                )
+                if len(text) > HEADER_LIMITS[name]:
+                    raise EnvelopeError(
+                        f"header {name} is {len(text)} characters, limit {HEADER_LIMITS[name]}"
+                    )
+            except EnvelopeError:
+                if name == "traceparent":  # a broken trace context is dropped (W3C), not fatal
+                    values.pop(name, None)
+                    continue
+                raise
             values[name] = text
         missing = [
             h for h in ("ce_specversion", "ce_id", "ce_type", "ce_source") if not values.get(h)
