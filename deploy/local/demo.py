@@ -43,7 +43,6 @@ from typing import Any, TextIO, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from loopwise.events import (
-    AudioChunkV1,
     AudioFormat,
     CallEndedV1,
     CallStartedV1,
@@ -799,56 +798,37 @@ def read_reference() -> dict[str, str]:
 
 
 def feed_audio_call(pipe: Pipeline, story: CallStory) -> dict[str, int]:
-    """Stream the stereo clip as 8 kHz mu-law, one channel per party, 200 ms chunks."""
-    import numpy as np
-    import soundfile  # type: ignore[import-untyped]
-    import soxr  # type: ignore[import-untyped]
+    """Stream the stereo clip as 8 kHz mu-law, one channel per party, 200 ms chunks.
 
-    from loopwise_transcription.audio import encode_g711
+    The events are `loopwise-replay`'s (loopwise.replay.recording_events); the demo
+    sends them itself, reading its watcher meanwhile, and hangs up later (end_call).
+    """
+    from loopwise.replay import CallOptions, recording_events
 
-    data, rate = soundfile.read(str(CLIP), dtype="float32", always_2d=True)
-    if data.shape[1] != 2:
-        raise DemoFailed(f"{CLIP} has {data.shape[1]} channel(s), the demo needs 2")
+    options = CallOptions(tenant=TENANT, queue="support", region="eu-west", language="en")
     # The platform streams until the hang-up: two seconds of line silence after the clip
     # let voice activity detection close the last utterance while the call is still on.
-    tail = np.zeros(2 * 8000, dtype=np.int16)
-    pcm = [
-        np.concatenate(
-            [
-                np.clip(soxr.resample(data[:, ch], rate, 8000) * 32767, -32768, 32767).astype(
-                    np.int16
-                ),
-                tail,
-            ]
-        )
-        for ch in range(2)
-    ]
-    fmt = AudioFormat(encoding="mulaw", sample_rate_hz=8000, channels=2)
-    pipe.send("cx.calls", call_started(story.call_id, "support", fmt))
-    step = 8 * 200  # samples per 200 ms chunk at 8 kHz
+    events = recording_events(
+        CLIP,
+        call_id=story.call_id,
+        options=options,
+        encoding="mulaw",
+        sample_rate=8000,
+        chunk_ms=200,
+        tail_silence_s=2.0,
+    )
     last: dict[str, int] = {}
-    total = max(c.size for c in pcm)
-    for seq, at in enumerate(range(0, total, step)):
-        for ch, samples in enumerate(pcm):
-            piece = samples[at : at + step]
-            if piece.size == 0:
-                continue
-            pipe.send(
-                "cx.audio",
-                AudioChunkV1(
-                    tenant_id=TENANT,
-                    call_id=story.call_id,
-                    occurred_at=now(),
-                    channel=ch,
-                    sequence=seq,
-                    start_ms=at // 8,
-                    audio=encode_g711(piece, "mulaw"),
-                ),
-            )
-            last[str(ch)] = seq
-        pipe.pump(0.2)  # real-time pace; the watcher keeps reading meanwhile
+    sent_until = 0.0
+    for item in events:
+        if isinstance(item.event, CallEndedV1):
+            last = dict(item.event.last_audio_sequence or {})
+            story.duration_s = item.event.duration_s or 0.0
+            continue  # the demo hangs up once both parties were heard (end_call)
+        if item.at_s > sent_until:
+            pipe.pump(item.at_s - sent_until)  # real-time pace; the watcher keeps reading
+            sent_until = item.at_s
+        pipe.send(item.label, item.event)
     pipe.flush()
-    story.duration_s = round(total / 8000, 1)
     return last
 
 

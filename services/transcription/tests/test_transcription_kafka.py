@@ -397,3 +397,40 @@ def test_the_run_command_serves_and_drains_on_sigterm(
     # Not just "415": a timestamp's milliseconds can read 415.
     for leak in (b"555 0100", b"5550100", b"415 555"):
         assert leak not in logs, "transcript text must never reach a log line"
+
+
+def test_a_recording_replayed_with_loopwise_replay_is_transcribed_per_party(
+    kafka_bootstrap: str, topics: dict[str, str], service: TranscriptionWorker, asr_data: Any
+) -> None:
+    from loopwise.replay import AUDIO, CALLS, CallOptions, recording_events, send
+    from loopwise.settings import KafkaSettings
+
+    clip = asr_data / "fasterwhisper_stereo_diarization.wav"
+    manifest = asr_data.parent / "manifest.jsonl"
+    entry = next(
+        json.loads(line)
+        for line in manifest.read_text(encoding="utf-8").splitlines()
+        if clip.name in line
+    )
+    summary = send(
+        recording_events(
+            clip,
+            call_id="call-replayed",
+            options=CallOptions(tenant="acme", language="en"),
+            encoding="pcm_s16le",
+            sample_rate=16000,
+            tail_silence_s=2.0,
+        ),
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        topics={CALLS: topics["calls"], AUDIO: topics["audio"]},
+        speed=0,
+    )
+    assert summary.calls == 1 and summary.audio_chunks > 0
+    out = values(read_topic(kafka_bootstrap, topics["out"], expect=2, timeout_s=120, settle_s=1))
+    text = {
+        role: " ".join(s["text"] for s in out if s["speaker"] == role)
+        for role in ("agent", "customer")
+    }
+    assert word_errors(entry["channel_texts"]["left"], text["agent"]) < 0.3, text
+    assert word_errors(entry["channel_texts"]["right"], text["customer"]) < 0.3, text
+    assert all(s["call_id"] == "call-replayed" and s["source"] == "realtime" for s in out)

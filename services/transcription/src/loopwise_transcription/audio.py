@@ -10,6 +10,8 @@ import numpy as np
 import numpy.typing as npt
 import soxr  # type: ignore[import-untyped]
 
+from loopwise.audio import ALAW_TO_PCM, MULAW_TO_PCM, encode_g711
+
 Encoding = Literal["pcm_s16le", "mulaw", "alaw"]
 Samples = npt.NDArray[np.float32]
 
@@ -17,56 +19,11 @@ MODEL_RATE = 16_000
 SUPPORTED_RATES = (8_000, 16_000)
 ENCODINGS: tuple[Encoding, ...] = ("pcm_s16le", "mulaw", "alaw")
 
+__all__ = ["ALAW_TO_PCM", "MULAW_TO_PCM", "encode_g711"]  # G.711 lives in loopwise.audio
+
 
 class AudioFormatError(ValueError):
     """Audio bytes or a format that cannot be decoded (unknown codec or rate, torn samples)."""
-
-
-def _mulaw_table() -> npt.NDArray[np.int16]:
-    # ITU-T G.711 u-law expansion (bias 0x84), for all 256 code words.
-    codes = ~np.arange(256, dtype=np.int32) & 0xFF
-    sign = codes & 0x80
-    exponent = (codes >> 4) & 0x07
-    mantissa = codes & 0x0F
-    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
-    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
-
-
-def _alaw_table() -> npt.NDArray[np.int16]:
-    # ITU-T G.711 A-law expansion, for all 256 code words (even bits inverted on the wire).
-    codes = np.arange(256, dtype=np.int32) ^ 0x55
-    sign = codes & 0x80
-    exponent = (codes >> 4) & 0x07
-    mantissa = codes & 0x0F
-    magnitude = np.where(
-        exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << (exponent - 1)
-    )
-    return np.where(sign != 0, magnitude, -magnitude).astype(np.int16)
-
-
-MULAW_TO_PCM = _mulaw_table()
-ALAW_TO_PCM = _alaw_table()
-
-
-def _encode_table(table: npt.NDArray[np.int16]) -> npt.NDArray[np.uint8]:
-    # The code word whose expansion is nearest to each 16-bit value (ties to the lower code).
-    order = np.argsort(table, kind="stable")
-    values = table[order].astype(np.int32)
-    grid = np.arange(-32768, 32768, dtype=np.int32)
-    right = np.clip(np.searchsorted(values, grid), 1, len(values) - 1)
-    left = right - 1
-    nearer_left = (grid - values[left]) <= (values[right] - grid)
-    return order[np.where(nearer_left, left, right)].astype(np.uint8)
-
-
-_PCM_TO_MULAW = _encode_table(MULAW_TO_PCM)
-_PCM_TO_ALAW = _encode_table(ALAW_TO_PCM)
-
-
-def encode_g711(pcm: npt.NDArray[np.int16], encoding: Literal["mulaw", "alaw"]) -> bytes:
-    """Encode 16-bit samples as G.711 u-law or A-law bytes (what telephone platforms send)."""
-    table = _PCM_TO_MULAW if encoding == "mulaw" else _PCM_TO_ALAW
-    return table[pcm.astype(np.int32) + 32768].tobytes()
 
 
 def to_pcm16(data: bytes, encoding: str) -> npt.NDArray[np.int16]:

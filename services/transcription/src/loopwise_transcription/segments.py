@@ -169,7 +169,7 @@ def external_segment_event(
         speaker=event.speaker,
         channel=event.channel,
         start_s=event.start_s,
-        end_s=max(event.start_s, event.end_s),
+        end_s=event.end_s,
         text=text.text[:20_000],
         words=words[:5_000],
         confidence=1.0 if confidence is None else confidence,

@@ -55,5 +55,30 @@ class DeadLetterV1(ContractModel):
         description="The original value, base64; absent where the service marks input sensitive",
     )
     payload_bytes: int = Field(ge=0, description="Size of the original value")
-    tenant_id: str | None = Field(default=None, max_length=128, description="Tenant, if known")
-    call_id: str | None = Field(default=None, max_length=128, description="Call, if known")
+    tenant_id: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Tenant from the original headers, if any (shortened if over 128 characters)",
+    )
+    call_id: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Call from the original headers, if any (shortened if over 128 characters)",
+    )
+    payload_truncated: bool = Field(
+        default=False,
+        description="payload_b64 holds only the first bytes of the value (size limit)",
+    )
+    original_lengths: dict[str, int] = Field(
+        default_factory=dict,
+        max_length=256,
+        description=(
+            "Original length of each value shortened here (a prefix and a SHA-256 of the "
+            "whole): tenant_id, call_id, reason, key (bytes; the key is then its SHA-256), "
+            "header:NAME, and headers (how many there were, where not all are kept)"
+        ),
+    )
+    fallback: bool = Field(
+        default=False,
+        description="The full record could not be built: only coordinates, stage and class",
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from loopwise.events.base import CallEvent, ContractModel, PartyRole, Probability
 
@@ -132,7 +132,7 @@ class ExternalTranscriptSegmentV1(CallEvent):
     speaker: PartyRole = Field(description="Who spoke")
     channel: int | None = Field(default=None, ge=0, le=1, description="Channel index, if known")
     start_s: float = Field(ge=0, description="Segment start, seconds from call start")
-    end_s: float = Field(ge=0, description="Segment end, seconds from call start")
+    end_s: float = Field(ge=0, description="Segment end, seconds from call start, >= start_s")
     text: str = Field(max_length=20_000, description="Transcript text, possibly containing PII")
     confidence: Probability | None = Field(default=None, description="Recogniser confidence")
     language: str | None = Field(default=None, max_length=16, description="Language code")
@@ -140,3 +140,11 @@ class ExternalTranscriptSegmentV1(CallEvent):
         default_factory=list, max_length=5_000, description="Word timings, if the platform has them"
     )
     engine: str | None = Field(default=None, max_length=200, description="Platform ASR engine name")
+
+    @field_validator("end_s")
+    @classmethod
+    def _end_not_before_start(cls, end_s: float, info: ValidationInfo) -> float:
+        start_s = info.data.get("start_s")
+        if start_s is not None and end_s < start_s:
+            raise ValueError("end_s is before start_s")
+        return end_s

@@ -8,9 +8,25 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from loopwise.events.base import IDENTIFIER_PATTERN
+
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+
+HEADER_LIMITS: dict[str, int] = {
+    "ce_specversion": 16,
+    "ce_id": 256,
+    "ce_type": 256,
+    "ce_source": 256,
+    "ce_time": 64,
+    "content-type": 128,
+    "tenant_id": 128,
+    "call_id": 128,
+    "traceparent": 128,
+}
+"""The envelope's headers and the most characters each may hold."""
 
 Headers = list[tuple[str, bytes]]
 
@@ -59,25 +75,50 @@ class Envelope:
 
     @classmethod
     def from_headers(cls, headers: Headers | None) -> Envelope:
-        """Decode Kafka headers; raise EnvelopeError naming what is missing or wrong."""
+        """Decode Kafka headers; raise EnvelopeError naming what is missing or wrong.
+
+        Only the envelope's own headers are read; others (a platform's tracing headers,
+        binary ones included) are ignored. Errors name the header, never its value.
+        """
         values: dict[str, str] = {}
+        seen: set[str] = set()
         for name, raw in headers or []:
-            if raw is None:
+            if raw is None or name not in HEADER_LIMITS:
                 continue
             try:
-                values[name] = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise EnvelopeError(f"header {name!r} is not UTF-8") from exc
+                if name in seen:
+                    raise EnvelopeError(f"header {name} appears more than once")
+                seen.add(name)
+                try:
+                    text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
+                except (UnicodeDecodeError, TypeError) as exc:
+                    raise EnvelopeError(f"header {name} is not UTF-8") from exc
+                if len(text) > HEADER_LIMITS[name]:
+                    raise EnvelopeError(
+                        f"header {name} is {len(text)} characters, limit {HEADER_LIMITS[name]}"
+                    )
+            except EnvelopeError:
+                if name == "traceparent":  # a broken trace context is dropped (W3C), not fatal
+                    values.pop(name, None)
+                    continue
+                raise
+            values[name] = text
         missing = [
-            h for h in ("ce_specversion", "ce_id", "ce_type", "ce_source") if h not in values
+            h for h in ("ce_specversion", "ce_id", "ce_type", "ce_source") if not values.get(h)
         ]
         if missing:
-            raise EnvelopeError(f"missing CloudEvents header(s): {', '.join(missing)}")
+            raise EnvelopeError(f"missing or empty CloudEvents header(s): {', '.join(missing)}")
         if values["ce_specversion"] != SPEC_VERSION:
-            raise EnvelopeError(f"unsupported ce_specversion {values['ce_specversion']!r}")
+            raise EnvelopeError(f"unsupported ce_specversion (expected {SPEC_VERSION})")
         content_type = values.get("content-type", CONTENT_TYPE)
         if not content_type.startswith(CONTENT_TYPE):
-            raise EnvelopeError(f"unsupported content-type {content_type!r}")
+            raise EnvelopeError(f"unsupported content-type (expected {CONTENT_TYPE})")
+        for name in ("tenant_id", "call_id"):
+            if name in values and not _IDENTIFIER.match(values[name]):
+                raise EnvelopeError(
+                    f"header {name} is not an identifier ({len(values[name])} characters; "
+                    "1-128 letters, digits and . _ : @ -)"
+                )
         try:
             time = datetime.fromisoformat(values["ce_time"]) if "ce_time" in values else None
         except ValueError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from loopwise.events.base import ContractModel, DerivedCallEvent, PartyRole, Probability
 
@@ -52,7 +52,7 @@ class TranscriptSegmentV1(DerivedCallEvent):
     speaker: PartyRole = Field(description="Who spoke")
     channel: int | None = Field(default=None, ge=0, le=1, description="Channel index, if known")
     start_s: float = Field(ge=0, description="Segment start, seconds from call start")
-    end_s: float = Field(ge=0, description="Segment end, seconds from call start")
+    end_s: float = Field(ge=0, description="Segment end, seconds from call start, >= start_s")
     text: str = Field(max_length=20_000, description="Redacted transcript text")
     words: list[Word] = Field(
         default_factory=list, max_length=5_000, description="Words with timings and probabilities"
@@ -70,3 +70,11 @@ class TranscriptSegmentV1(DerivedCallEvent):
         max_length=32,
         description="Quality flags, e.g. audio_gap, audio_reordered, truncated",
     )
+
+    @field_validator("end_s")
+    @classmethod
+    def _end_not_before_start(cls, end_s: float, info: ValidationInfo) -> float:
+        start_s = info.data.get("start_s")
+        if start_s is not None and end_s < start_s:
+            raise ValueError("end_s is before start_s")
+        return end_s

@@ -14,7 +14,9 @@ from loopwise.events import (
     ContractViolation,
     Envelope,
     EnvelopeError,
+    HeaderMismatch,
     InvalidJson,
+    MissingValue,
     TenantEvent,
     UnknownEventType,
     decode,
@@ -81,20 +83,78 @@ class OutRecord:
     """A fixed partition (changelog records follow their input's); None: by key (murmur2)."""
 
 
+MAX_HEADER_BYTES = 65_536
+"""Headers larger than this in total (names and values) are rejected as oversize."""
+
+MAX_HEADERS = 100
+"""More headers than this are rejected as oversize."""
+
+
+class _NoKey:
+    """Marks that the caller did not pass the message key (so it is not checked)."""
+
+
+NO_KEY = _NoKey()
+
+
 def admit(
     value: bytes | None,
     headers: Headers | None,
     accepted: Mapping[str, type[TenantEvent]],
     max_bytes: int,
+    *,
+    key: bytes | _NoKey | None = NO_KEY,
 ) -> tuple[Envelope, TenantEvent] | Rejection:
-    """Decode and validate one message, or say why it is rejected."""
+    """Decode and validate one message, or say why it is rejected; never raises.
+
+    Reasons name the stage, the header or the model's own field and the rule broken,
+    never a value or a field name the sender chose (both are payload). Where the
+    message `key` is passed, it must be the event's key (its call id): a call keyed
+    otherwise would land in another partition than the rest of the call
+    (``KeyMismatch``).
+    """
+    try:
+        admitted = _admit(value, headers, accepted, max_bytes)
+        if isinstance(admitted, Rejection) or isinstance(key, _NoKey):
+            return admitted
+        if key is None or bytes(key) != admitted[1].kafka_key().encode():
+            named = "null" if key is None else f"{len(key)} bytes"
+            return Rejection(
+                "validate",
+                "KeyMismatch",
+                f"message key ({named}) is not the event's {admitted[1].key_field}",
+            )
+        return admitted
+    except Exception as exc:  # noqa: BLE001 - whatever arrives is rejected, never raised
+        reason = f"message could not be decoded ({type(exc).__name__})"
+        return Rejection("decode", "Undecodable", reason)
+
+
+def _admit(
+    value: bytes | None,
+    headers: Headers | None,
+    accepted: Mapping[str, type[TenantEvent]],
+    max_bytes: int,
+) -> tuple[Envelope, TenantEvent] | Rejection:
     size = len(value) if value is not None else 0
     if size > max_bytes:
         return Rejection(
             "decode", "OversizeMessage", f"value is {size} bytes, limit is {max_bytes}"
         )
+    header_list = list(headers or [])
+    if len(header_list) > MAX_HEADERS:
+        return Rejection(
+            "decode", "OversizeHeaders", f"{len(header_list)} headers, limit is {MAX_HEADERS}"
+        )
+    header_bytes = sum(len(n) + (len(v) if v is not None else 0) for n, v in header_list)
+    if header_bytes > MAX_HEADER_BYTES:
+        return Rejection(
+            "decode",
+            "OversizeHeaders",
+            f"headers are {header_bytes} bytes, limit is {MAX_HEADER_BYTES}",
+        )
     try:
-        return decode(value, headers, dict(accepted))
+        return decode(value, header_list, dict(accepted))
     except EnvelopeError as exc:
         return Rejection("decode", "EnvelopeError", str(exc))
     except UnknownEventType as exc:
@@ -103,6 +163,10 @@ def admit(
         return Rejection("decode", "InvalidUtf8", f"value is not UTF-8 (byte {exc.start})")
     except InvalidJson as exc:
         return Rejection("decode", "InvalidJson", str(exc))
+    except MissingValue as exc:
+        return Rejection("decode", "MissingValue", str(exc))
+    except HeaderMismatch as exc:
+        return Rejection("validate", "HeaderMismatch", str(exc))
     except ContractViolation as exc:
         return Rejection("validate", "SchemaViolation", str(exc))
 
