@@ -6,6 +6,7 @@ figure and a live decision come from the same code.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from loopwise_router.policy import (
     Scope,
     field_kind,
 )
+from loopwise_router.risk import risk_facts
 from loopwise_router.state import CallState, SegmentState
 
 Facts = dict[str, Any]
@@ -57,6 +59,8 @@ class Verdict:
     sample_rate: float | None = None
     review_rules: list[ResolvedRule] = field(default_factory=list)
     fired_rules: list[str] = field(default_factory=list)
+    risk: float | None = None
+    """The call's risk score (call verdicts of a policy with a `risk` section; else None)."""
 
     @property
     def rule_id(self) -> str | None:
@@ -386,9 +390,11 @@ def route_segment(policy: Policy, call: CallState, seg: SegmentState) -> Verdict
 
 def route_call(policy: Policy, call: CallState) -> Verdict:
     """The verdict on a finished call; a segment held for post-call review holds the call."""
-    verdict = decide(
-        policy, call.tenant_id, "call", call_facts(call), call_findings(call), call.call_id
-    )
+    facts = call_facts(call)
+    risk = risk_facts(policy, call)
+    facts.update(risk)
+    verdict = decide(policy, call.tenant_id, "call", facts, call_findings(call), call.call_id)
+    verdict = dataclasses.replace(verdict, risk=_number(risk["call.risk"]))
     if not call.waiting_rules or verdict.outcome == "hold":
         return verdict
     _, rules = policy.for_tenant(call.tenant_id)
@@ -411,4 +417,9 @@ def route_call(policy: Policy, call: CallState) -> Verdict:
         sample_rate=verdict.sample_rate,
         review_rules=forced,
         fired_rules=[*verdict.fired_rules, *(r.rule.id for r in forced)],
+        risk=verdict.risk,
     )
+
+
+def _number(value: float | bool | None) -> float | None:
+    return None if value is None or isinstance(value, bool) else float(value)
