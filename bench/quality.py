@@ -1,4 +1,4 @@
-"""Every quality figure of sentiment and routing, out-of-sample: chosen on one part, shown on another.
+"""All quality figures of sentiment and routing, out-of-sample: chosen on one part, shown on another.
 
     uv run python bench/quality.py [--budget 0.10] [--print-risk]
 
