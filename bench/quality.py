@@ -1,4 +1,4 @@
-"""All quality figures of sentiment and routing, out-of-sample: chosen on one part, shown on another.
+"""Sentiment and routing quality, out-of-sample: chosen and fitted on one part, shown on another.
 
     uv run python bench/quality.py [--budget 0.10] [--print-risk]
 
