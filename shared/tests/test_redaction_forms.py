@@ -181,6 +181,26 @@ def test_invalid_ssn_and_non_luhn_numbers_without_context_are_not_cards() -> Non
     assert all(s.type != "US_SSN" for s in redact("ticket 000-12-3456").spans)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "my card number is 4111 1111 1111 1112",
+        "the number on my visa is 4111111111111112",
+        "card is four one one one one one one one one one one one one one one two",
+    ],
+)
+def test_a_card_number_misheard_by_one_digit_is_still_redacted(text: str) -> None:
+    """Kept on purpose (issue 12): a misheard digit fails Luhn, yet 15 real digits remain.
+
+    With card words around it, a card-sized number is redacted as a card number even
+    when it fails Luhn: leaving it would publish fifteen digits of a real card.
+    """
+    result = redact(text)
+    assert [s.type for s in result.spans] == ["CARD_NUMBER"]
+    assert not re.search(r"\d{4}", result.text)
+    assert result.text.endswith("[CARD_NUMBER]")
+
+
 def test_redactions_are_counted_by_type() -> None:
     def count(kind: RedactionType) -> float:
         value = REGISTRY.get_sample_value("loopwise_redactions_total", {"type": kind})

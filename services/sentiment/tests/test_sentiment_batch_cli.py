@@ -53,7 +53,7 @@ def test_batch_adds_sentiment_to_segment_lines_and_passes_the_rest_through() -> 
     assert len(out) == 3
     assert out[0]["sentiment"]["label"] == "negative"
     assert out[0]["findings"] == [{"rule_id": "x"}] and out[0]["confidence"] == 0.93
-    assert out[0]["sentiment"]["model"]["name"] == "vader-calibrated"
+    assert out[0]["sentiment"]["model"]["name"] == "vader-ngram"
     assert out[1]["sentiment"]["confidence"] < out[0]["sentiment"]["confidence"]
     assert out[2] == lines[2]
     for line in out[:2]:
@@ -100,7 +100,7 @@ def test_check_config_accepts_defaults_and_names_what_is_wrong(tmp_path: Path) -
     }
     ok = cli("check-config", env=env)
     assert ok.returncode == 0, ok.stderr
-    assert "vader-calibrated" in ok.stdout and "configuration OK" in ok.stdout
+    assert "vader-ngram" in ok.stdout and "configuration OK" in ok.stdout
     bad_model = cli("check-config", env={**env, "LOOPWISE_SENTIMENT_MODEL": "nope"})
     assert bad_model.returncode == 2 and "model 'nope'" in bad_model.stderr
     bad_value = cli("check-config", env={**env, "LOOPWISE_SENTIMENT_AGGREGATION__WINDOW": "0"})

@@ -164,7 +164,7 @@ def test_scripted_angry_call_through_the_broker(
     assert (
         by_segment["call-k1-seg-0006"]["confidence"] < by_segment["call-k1-seg-0004"]["confidence"]
     )
-    assert all(b["producer"]["name"] == "vader-calibrated" for b in scored)
+    assert all(b["producer"]["name"] == "vader-ngram" for b in scored)
 
     end_id = produce_events(kafka_bootstrap, topics["calls"], [ev.ended("call-k1")])[0]
     outputs = decode(

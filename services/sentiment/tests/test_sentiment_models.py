@@ -26,7 +26,7 @@ DOUBTFUL = {
 }
 
 
-@pytest.fixture(params=["vader", "vader-calibrated"])
+@pytest.fixture(params=["vader", "vader-calibrated", "vader-ngram"])
 def model(request: pytest.FixtureRequest) -> SentimentModel:
     return load_model(request.param)
 

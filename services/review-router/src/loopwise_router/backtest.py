@@ -23,10 +23,15 @@ from typing import Any, TextIO
 from loopwise.events import RoutingDecisionV1
 from loopwise_router.handler import JoinSettings, OutputTopics, Router
 from loopwise_router.policy import SEVERITIES, Policy
+from loopwise_router.risk import call_risk
 from loopwise_router.state import CallSentimentFacts, CallState, SegmentState, SentimentFacts
 
 BACKTEST_CLOCK = 1.0e9
 """Replay time: far past every join window, so nothing waits for a score that will not come."""
+
+
+BUDGETS: tuple[float, ...] = (0.05, 0.10, 0.15, 0.20)
+"""Review budgets of the risk curve: the riskiest 5%, 10%, ... of calls."""
 
 
 class BacktestInputError(ValueError):
@@ -39,6 +44,52 @@ class BacktestCall:
 
     state: CallState
     label: bool | None
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What the policy did with one call."""
+
+    call_id: str
+    queue: str | None
+    label: bool | None
+    reviewed: bool
+    outcome: str
+    risk: float | None
+
+
+def budget_curve(
+    results: list[CallResult], budgets: tuple[float, ...] = BUDGETS
+) -> list[dict[str, Any]]:
+    """Labelled calls caught when the riskiest share of calls is reviewed, next to random sampling.
+
+    Random sampling of the same share catches that share of the positives on average,
+    so `lift_over_random` is recall / budget. Ties in risk are broken by call id.
+    """
+    ranked = sorted(
+        (r for r in results if r.label is not None and r.risk is not None),
+        key=lambda r: (-(r.risk or 0.0), r.call_id),
+    )
+    positives = sum(1 for r in ranked if r.label)
+    out: list[dict[str, Any]] = []
+    for budget in budgets:
+        k = round(budget * len(ranked))
+        if not ranked or not positives or k == 0:
+            continue
+        caught = sum(1 for r in ranked[:k] if r.label)
+        share = k / len(ranked)
+        out.append(
+            {
+                "budget": budget,
+                "reviewed": k,
+                "caught": caught,
+                "positives": positives,
+                "recall": round(caught / positives, 4),
+                "random_expected": round(share * positives, 2),
+                "lift_over_random": round(caught / positives / share, 2),
+            }
+        )
+    return out
 
 
 @dataclass
@@ -60,6 +111,7 @@ class BacktestReport:
     positives: int = 0
     caught: int = 0
     flagged_labelled: int = 0
+    calls: list[CallResult] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The report as one JSON-able object."""
@@ -93,6 +145,9 @@ class BacktestReport:
                     "lift_over_random": round(recall / rate, 2) if recall and rate else None,
                 }
             )
+            curve = budget_curve(self.calls)
+            if curve:
+                out["risk_budget_curve"] = curve
         return out
 
 
@@ -273,7 +328,10 @@ def run_backtest(policy: Policy, calls: Iterable[BacktestCall]) -> BacktestRepor
     router = Router(lambda: policy, OutputTopics("routing", "tasks", "outcomes"), join)
     report = BacktestReport(policy=policy.name, policy_version=policy.version)
     for call in calls:
-        emits = router.tick(call.state, BACKTEST_CLOCK)
+        # Routing changes the state (segments decided, tasks opened): route a copy, so the
+        # same calls can be replayed against another policy.
+        state = call.state.model_copy(deep=True)
+        emits = router.tick(state, BACKTEST_CLOCK)
         decisions = [e.event for e in emits if isinstance(e.event, RoutingDecisionV1)]
         outcomes = Counter[str]()
         for decision in decisions:
@@ -300,6 +358,17 @@ def run_backtest(policy: Policy, calls: Iterable[BacktestCall]) -> BacktestRepor
         else:
             report.auto += 1
         reviewed = bool(outcomes["hold"] or outcomes["sample"])
+        outcome = "hold" if outcomes["hold"] else "sample" if outcomes["sample"] else "auto"
+        report.calls.append(
+            CallResult(
+                state.call_id,
+                state.queue,
+                call.label,
+                reviewed,
+                outcome,
+                call_risk(policy, state),
+            )
+        )
         if call.label is not None:
             report.labelled += 1
             report.positives += int(call.label)
@@ -329,5 +398,11 @@ def format_report(report: dict[str, Any]) -> str:
             f"go to review; recall {recall if recall is not None else 'n/a'}, "
             f"precision {precision if precision is not None else 'n/a'}; "
             f"random sampling at the same rate catches {report['random_sampling_recall']:.1%}"
+        )
+    for row in report.get("risk_budget_curve", []):
+        lines.append(
+            f"riskiest {row['budget']:.0%} of calls ({row['reviewed']}): {row['caught']} of "
+            f"{row['positives']} positives (random: {row['random_expected']}), "
+            f"{row['lift_over_random']}x random"
         )
     return "\n".join(lines)

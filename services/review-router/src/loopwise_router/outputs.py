@@ -132,6 +132,7 @@ class OutputEvents:
             task_id=task.task_id if task is not None else None,
             missing_inputs=missing,
             redecision_of=redecision_of,
+            risk_score=verdict.risk if scope == "call" else None,
         )
         return Emit(self.topics.routing, event, decision_id)
 

@@ -72,7 +72,22 @@ CALL_FIELDS: dict[str, FieldKind] = {
     "call.findings.max_score": "number",
     "call.segments_held": "number",
     "call.segments_sampled": "number",
+    "call.risk": "number",
+    "call.risk_budget": "bool",
 }
+RISK_FIELDS: frozenset[str] = frozenset({"call.risk", "call.risk_budget"})
+"""Call fields that need the policy's `risk` section (a rule using one without it is an error)."""
+RISK_INPUTS: tuple[str, ...] = (
+    "escalation_findings",
+    "vulnerable_findings",
+    "sentiment_final_negative",
+    "sentiment_falling",
+    "negative_share",
+    "positive_share",
+    "sentiment_confidence",
+    "asr_doubt",
+)
+"""What the per-call risk score reads (computed in `risk.risk_inputs`; docs/routing-policy.md)."""
 COMMON_FIELDS: dict[str, FieldKind] = {
     "language": "text",
     "queue": "text",
@@ -412,6 +427,67 @@ class TenantPolicy(_Strict):
     )
 
 
+def condition_fields(condition: Condition) -> set[str]:
+    """Every fact field a condition tree compares."""
+    if isinstance(condition, Comparison):
+        return {condition.field}
+    if isinstance(condition, AllOf | AnyOf):
+        children = condition.all if isinstance(condition, AllOf) else condition.any
+        return set().union(*(condition_fields(c) for c in children))
+    if isinstance(condition, NotOf):
+        return condition_fields(condition.not_)
+    return set()
+
+
+class RiskModel(_Strict):
+    """A calibrated per-call risk: P(review needed) = 1 / (1 + exp(-(intercept + sum w x)))."""
+
+    version: str = Field(min_length=1, max_length=64, description="Risk model version")
+    intercept: float = Field(description="Log-odds with every input at 0")
+    weights: dict[str, float] = Field(
+        description="Weight per input (raw scale); inputs left out weigh 0", min_length=1
+    )
+    fitted_on: dict[str, str | int | float] = Field(
+        default_factory=dict, description="Data, split, rows and regularisation of the fit"
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _known_inputs(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(RISK_INPUTS))
+        if unknown:
+            raise ValueError(
+                f"unknown risk input(s) {', '.join(unknown)}; known: {', '.join(RISK_INPUTS)}"
+            )
+        return weights
+
+
+class RiskBudget(_Strict):
+    """The review share a queue gets from the risk score, as the threshold fitted to reach it."""
+
+    share: float = Field(gt=0, le=1, description="Share of calls the threshold was fitted to pick")
+    threshold: float = Field(ge=0, le=1, description="Calls with risk at or above it are picked")
+
+
+class RiskPolicy(_Strict):
+    """The per-call risk score and the review budget per queue (`default` for every other)."""
+
+    model: RiskModel = Field(description="How the risk score is computed")
+    budgets: dict[str, RiskBudget] = Field(description="Budget per queue; `default` is required")
+
+    @field_validator("budgets")
+    @classmethod
+    def _has_default(cls, budgets: dict[str, RiskBudget]) -> dict[str, RiskBudget]:
+        if "default" not in budgets:
+            raise ValueError("risk budgets need a `default` entry (queues without their own)")
+        return budgets
+
+    def threshold(self, queue: str | None) -> float:
+        """The risk threshold of a queue."""
+        budget = self.budgets.get(queue) if queue is not None else None
+        return (budget or self.budgets["default"]).threshold
+
+
 class PolicyFile(_Strict):
     """The whole file."""
 
@@ -420,6 +496,22 @@ class PolicyFile(_Strict):
     defaults: Defaults = Field(default_factory=Defaults, description="Defaults for every rule")
     rules: list[Rule] = Field(default_factory=list, description="Rules for every tenant")
     tenants: dict[str, TenantPolicy] = Field(default_factory=dict, description="Per-tenant changes")
+    risk: RiskPolicy | None = Field(
+        default=None, description="Per-call risk score and review budgets (call.risk fields)"
+    )
+
+    @model_validator(mode="after")
+    def _risk_fields_need_risk(self) -> PolicyFile:
+        if self.risk is not None:
+            return self
+        rules = [*self.rules, *(r for t in self.tenants.values() for r in t.rules)]
+        for rule in rules:
+            used = sorted(condition_fields(rule.when) & RISK_FIELDS)
+            if used:
+                raise ValueError(
+                    f"rule {rule.id} uses {', '.join(used)} but the policy has no `risk` section"
+                )
+        return self
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PolicyFile:

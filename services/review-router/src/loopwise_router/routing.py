@@ -6,6 +6,7 @@ figure and a live decision come from the same code.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from loopwise_router.policy import (
     Scope,
     field_kind,
 )
+from loopwise_router.risk import risk_facts
 from loopwise_router.state import CallState, SegmentState
 
 Facts = dict[str, Any]
@@ -58,6 +60,8 @@ class Verdict:
     review_rules: list[ResolvedRule] = field(default_factory=list)
     fired_rules: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    risk: float | None = None
+    """The call's risk score (call verdicts of a policy with a `risk` section; else None)."""
 
     @property
     def rule_id(self) -> str | None:
@@ -403,15 +407,13 @@ def route_segment(
 
 def route_call(policy: Policy, call: CallState, missing: Iterable[str] = ()) -> Verdict:
     """The verdict on a finished call; a segment held for post-call review holds the call."""
+    facts = call_facts(call)
+    risk = risk_facts(policy, call)
+    facts.update(risk)
     verdict = decide(
-        policy,
-        call.tenant_id,
-        "call",
-        call_facts(call),
-        call_findings(call),
-        call.call_id,
-        missing=missing,
+        policy, call.tenant_id, "call", facts, call_findings(call), call.call_id, missing=missing
     )
+    verdict = dataclasses.replace(verdict, risk=_number(risk["call.risk"]))
     if not call.waiting_rules or verdict.outcome == "hold":
         return verdict
     _, rules = policy.for_tenant(call.tenant_id)
@@ -435,4 +437,9 @@ def route_call(policy: Policy, call: CallState, missing: Iterable[str] = ()) -> 
         review_rules=forced,
         fired_rules=[*verdict.fired_rules, *(r.rule.id for r in forced)],
         missing=verdict.missing,
+        risk=verdict.risk,
     )
+
+
+def _number(value: float | bool | None) -> float | None:
+    return None if value is None or isinstance(value, bool) else float(value)

@@ -12,7 +12,7 @@ for the customer side of a call on a significant change and at the call's end.
     loopwise-sentiment calibrate relabels.jsonl --out cal.json --version cal-2
                                                  # fit a calibration from reviewer labels
 
-Models: `vader-calibrated` (default) or `vader`, or any `package.module:factory`
+Models: `vader-ngram` (default), `vader-calibrated` or `vader`, or any `package.module:factory`
 returning a `models.SentimentModel`; chosen with LOOPWISE_SENTIMENT_MODEL and
 LOOPWISE_SENTIMENT_MODEL_OPTIONS. Per-call state lives in SQLite
 (LOOPWISE_SENTIMENT_STATE_PATH); see `state` for why and what it guarantees.

@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch = sub.add_parser("batch", help="add sentiment to JSON lines (segments or dialogues)")
     batch.add_argument("input", nargs="?", default="-", help="JSON-lines file, or - for stdin")
     batch.add_argument(
-        "--model", default="vader-calibrated", help="entry-point name or package.module:factory"
+        "--model", default="vader-ngram", help="entry-point name or package.module:factory"
     )
     batch.add_argument("--calibration", default=None, help="calibration file (vader-calibrated)")
     batch.add_argument(

@@ -54,10 +54,10 @@ class SentimentSettings(WorkerSettings):
         default_factory=lambda: topic("cx.sentiment"), description="Where sentiment events go"
     )
     model: str = Field(
-        default="vader-calibrated",
+        default="vader-ngram",
         min_length=1,
-        description="Entry point in loopwise.sentiment.models (vader, vader-calibrated) "
-        "or package.module:factory",
+        description="Entry point in loopwise.sentiment.models (vader, vader-calibrated, "
+        "vader-ngram) or package.module:factory",
     )
     model_options: dict[str, str | int | float | bool] = Field(
         default_factory=dict,

@@ -77,6 +77,15 @@ class RoutingDecisionV1(DerivedCallEvent):
             "revision) made stronger; the outcome released then is not released again"
         ),
     )
+    risk_score: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description=(
+            "Call decisions of a policy with a risk section: the call's calibrated risk "
+            "(call.risk), so the budget decision can be re-derived; absent otherwise"
+        ),
+    )
 
 
 class TaskSegment(ContractModel):

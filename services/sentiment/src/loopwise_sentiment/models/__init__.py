@@ -2,7 +2,7 @@
 
 The service only ever talks to `SentimentModel`: anything with a `name`, a
 `version` and a `score` method. Models ship as entry points in the group
-`loopwise.sentiment.models` (`vader`, `vader-calibrated`); any other model (for
+`loopwise.sentiment.models` (`vader`, `vader-calibrated`, `vader-ngram`); any other model (for
 example one trained from reviewer corrections) is selected by setting
 `LOOPWISE_SENTIMENT_MODEL` to its entry-point name or to `package.module:factory`,
 without a change to the service. Every event the service writes names the
