@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image per Loopwise service, from this one file (build context: the repository root,
 # so `shared/` and the lock file are in it):
 #

@@ -10,9 +10,10 @@
 #   local.sh images    the Loopwise images (on the base, or PYTHON_IMAGE=... with a registry)
 #   local.sh up        base, images, infrastructure images, then compose up and wait
 #   local.sh down      compose down (volumes kept; add -v by hand to drop them)
+#   local.sh stop-engine  stop the engine this script started
 #
 # A Docker engine is started if none answers (dockerd --iptables=false --bridge=none, as
-# root). Logs under var/compose-local/.
+# root, on var/compose-local/docker.sock). Logs under var/compose-local/.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -25,15 +26,22 @@ COMPOSE=(docker-compose -f "$ROOT/docker-compose.yml" -f "$ROOT/deploy/compose/d
 log() { printf 'local.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# An engine started here listens on its own socket, never /var/run/docker.sock: a Docker
+# engine that answers there makes the test suite pick Testcontainers (which needs a registry).
+OWN_SOCKET="$STATE/docker.sock"
+if [[ -z "${DOCKER_HOST:-}" ]] && ! docker info >/dev/null 2>&1; then
+  export DOCKER_HOST="unix://$OWN_SOCKET"
+fi
+
 ensure_docker() {
   if docker info >/dev/null 2>&1; then return 0; fi
   command -v dockerd >/dev/null || die "no Docker engine answers and dockerd is not installed (apt-get install docker.io)"
   [[ $(id -u) == 0 ]] || die "no Docker engine answers; starting dockerd needs root"
   mkdir -p "$STATE"
   log "starting dockerd (log $STATE/dockerd.log)"
-  nohup dockerd --iptables=false --bridge=none --default-ulimit nofile=1024:1024 \
+  nohup dockerd -H "$DOCKER_HOST" --pidfile "$STATE/dockerd.pid" --exec-root "$STATE/exec" \
+    --iptables=false --bridge=none --default-ulimit nofile=1024:1024 \
     --default-ulimit nproc=1024:1024 >"$STATE/dockerd.log" 2>&1 &
-  echo $! >"$STATE/dockerd.pid"
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && return 0; sleep 1; done
   tail -n 20 "$STATE/dockerd.log" >&2
   die "dockerd did not answer within 60 s"
@@ -56,8 +64,13 @@ cmd_base() {
     { tail -n 30 "$STATE/debootstrap.log" >&2; die "debootstrap failed"; }
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   printf 'deb %s bookworm main\n' "$MIRROR" >"$root/etc/apt/sources.list"
+  # Trust what this host trusts (a TLS-intercepting egress proxy's CA, say): the builds
+  # reach PyPI and Debian through the same network.
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+  local bundle=/etc/ssl/certs/ca-certificates.crt
   log "docker import -> $BASE_IMAGE"
   tar -C "$root" -c . | docker import \
+    --change "ENV SSL_CERT_FILE=$bundle PIP_CERT=$bundle REQUESTS_CA_BUNDLE=$bundle UV_NATIVE_TLS=1" \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >/dev/null
   rm -rf "$root"
@@ -135,6 +148,13 @@ cmd_up() {
 
 cmd_down() {
   "${COMPOSE[@]}" down
+  cmd_stop_engine
+}
+
+cmd_stop_engine() {
+  local pid
+  pid="$(cat "$STATE/dockerd.pid" 2>/dev/null || true)"
+  [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && log "stopped dockerd (pid $pid)" || log "no engine of ours running"
 }
 
 case "${1:-}" in
@@ -143,5 +163,6 @@ case "${1:-}" in
   infra) cmd_infra ;;
   up) cmd_up ;;
   down) cmd_down ;;
-  *) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  stop-engine) cmd_stop_engine ;;
+  *) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
