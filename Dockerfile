@@ -61,9 +61,11 @@ LABEL org.opencontainers.image.title="loopwise-${SERVICE}" \
 RUN groupadd --system --gid 10001 loopwise \
     && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/loopwise \
          --shell /usr/sbin/nologin loopwise \
-    && mkdir -p /var/lib/loopwise /etc/loopwise \
-    && chown 10001:10001 /var/lib/loopwise
+    && mkdir -p /var/lib/loopwise/state /etc/loopwise \
+    && chown -R 10001:10001 /var/lib/loopwise
 COPY --from=build /opt/loopwise/venv /opt/loopwise/venv
+# /var/lib/loopwise/state is where compose and Helm mount the state volume; owned by the
+# service user here so a new Docker volume is too.
 # Example policy and rule packs; Helm and compose mount the real ones over these.
 COPY deploy/policies /etc/loopwise/policies
 COPY deploy/rule-packs /etc/loopwise/rule-packs

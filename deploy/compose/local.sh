@@ -130,20 +130,30 @@ cmd_up() {
   cmd_infra
   log "docker-compose up"
   "${COMPOSE[@]}" up -d --no-build
-  local deadline=$((SECONDS + ${LOOPWISE_COMPOSE_TIMEOUT_S:-600}))
+  local deadline=$((SECONDS + ${LOOPWISE_COMPOSE_TIMEOUT_S:-600})) waiting=""
   while ((SECONDS < deadline)); do
-    local ps unhealthy
-    ps="$("${COMPOSE[@]}" ps)"
-    unhealthy="$(grep -E 'starting|unhealthy|Exit [1-9]|Restarting' <<<"$ps" || true)"
-    if [[ -z "$unhealthy" ]]; then
-      printf '%s\n' "$ps"
-      log "every container is up (healthy where it has a check)"
+    waiting="$(not_ready)"
+    if [[ -z "$waiting" ]]; then
+      "${COMPOSE[@]}" ps
+      log "every container is healthy (topics-init exited 0)"
       return 0
     fi
     sleep 10
   done
   "${COMPOSE[@]}" ps >&2
-  die "not every container became healthy; '${COMPOSE[*]} logs SERVICE' says why"
+  die "not healthy: $waiting ('${COMPOSE[*]} logs SERVICE' says why)"
+}
+
+# Containers not (yet) as they should be: running and healthy, or exited 0 (topics-init).
+not_ready() {
+  local id line
+  for id in $("${COMPOSE[@]}" ps -q); do
+    line="$(docker inspect -f '{{.Name}} {{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.RestartCount}}' "$id")"
+    read -r name status code health restarts <<<"$line"
+    if [[ "$status" == exited && "$code" == 0 ]]; then continue; fi
+    if [[ "$status" == running && "$health" =~ ^(healthy|none)$ ]]; then continue; fi
+    printf '%s(%s/%s, %s restarts) ' "${name#/}" "$status" "$health" "$restarts"
+  done
 }
 
 cmd_down() {

@@ -187,11 +187,14 @@ class AuditService:
             return None
 
         def loop() -> None:
-            while not self._stop_timer.wait(every_s):
+            # Once at start (so the "stale" alert does not wait a full period), then periodically.
+            while True:
                 try:
                     self.verify()
                 except Exception:  # the writer keeps writing; the stale timestamp alerts
                     log.exception("audit_verification_failed")
+                if self._stop_timer.wait(every_s):
+                    return
 
         thread = threading.Thread(target=loop, name="audit-verifier", daemon=True)
         thread.start()
