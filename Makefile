@@ -30,7 +30,7 @@ lint: install ## ruff (lint + format check) and mypy --strict
 	$(UV) run mypy tests deploy/local/demo.py
 
 .PHONY: pytest
-pytest: install ## run every test (starts a local broker unless KAFKA_BOOTSTRAP_SERVERS is set)
+pytest: install deploy-tools ## run every test (starts a local broker unless KAFKA_BOOTSTRAP_SERVERS is set)
 	$(UV) run pytest
 
 .PHONY: test
@@ -65,3 +65,34 @@ pg-down: ## stop it and delete its data
 .PHONY: demo
 demo: install kafka-up ## run the whole pipeline on the local broker: three calls, reviewer, audit
 	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) $(UV) run python deploy/local/demo.py
+
+# ---- deploy: images, compose, Helm chart, dashboard and alerts (docs/deploy.md) ----------
+TOOLS_BIN ?= $(HOME)/.cache/loopwise/bin
+HELM_VERSION ?= v3.22.0
+PROMETHEUS_VERSION ?= v0.316.0
+# tests/deploy fail instead of skipping when helm or promtool is missing.
+export LOOPWISE_DEPLOY_TOOLS ?= required
+export LOOPWISE_TOOLS_BIN := $(TOOLS_BIN)
+
+.PHONY: deploy-tools
+deploy-tools: ## build helm and promtool from the Go module proxy into ~/.cache/loopwise/bin (once)
+	@test -x $(TOOLS_BIN)/helm || { echo "building helm $(HELM_VERSION) (once, a few minutes)"; \
+	  GOBIN=$(TOOLS_BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
+	@test -x $(TOOLS_BIN)/promtool || { echo "building promtool $(PROMETHEUS_VERSION) (once, a few minutes)"; \
+	  GOBIN=$(TOOLS_BIN) go install github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION); }
+
+.PHONY: deploy-check
+deploy-check: install deploy-tools ## only the deploy checks: chart, compose, alerts, dashboard, SASL_SSL, live metrics
+	$(UV) run pytest tests/deploy
+
+.PHONY: images
+images: ## build every service image with a Docker engine (PYTHON_IMAGE=... to change the base)
+	bash deploy/compose/local.sh images
+
+.PHONY: compose-up-local
+compose-up-local: ## without a registry: Debian base by debootstrap, images, then docker compose up
+	bash deploy/compose/local.sh up
+
+.PHONY: compose-down-local
+compose-down-local: ## stop what compose-up-local started
+	bash deploy/compose/local.sh down

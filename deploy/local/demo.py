@@ -14,7 +14,8 @@ LOOPWISE_DEMO_PORT_BASE (first probe port, default 18081), LOOPWISE_DEMO_TIMEOUT
 (how long to wait for the outcomes, default 300), LOOPWISE_DEMO_READY_TIMEOUT_S
 (how long each service may take to become ready, default 300), LOOPWISE_DEMO_STATE_DIR
 (state and logs, default ./var/demo; emptied at the start of a run), LOOPWISE_DEMO_CLIP
-(the stereo recording of the audio call: left agent, right customer).
+(the stereo recording of the audio call: left agent, right customer), LOOPWISE_DEMO_METRICS_DIR
+(if set, each service's /metrics is saved there as <service>.prom before the services stop).
 """
 
 from __future__ import annotations
@@ -429,6 +430,19 @@ def wait_ready(services: list[Service]) -> None:
             say(f"  still waiting for {', '.join(sorted(pending))} ...")
             last_note = time.monotonic()
         time.sleep(0.5)
+
+
+def save_metrics(services: list[Service]) -> None:
+    """With LOOPWISE_DEMO_METRICS_DIR, keep every service's /metrics (tests/deploy reads them)."""
+    where = os.environ.get("LOOPWISE_DEMO_METRICS_DIR")
+    if not where:
+        return
+    out = Path(where)
+    out.mkdir(parents=True, exist_ok=True)
+    for svc in services:
+        with urllib.request.urlopen(f"http://127.0.0.1:{svc.port}/metrics", timeout=10) as r:
+            (out / f"{svc.name}.prom").write_bytes(r.read())
+    say(f"metrics of {len(services)} services saved in {out}")
 
 
 def stop_services(services: list[Service]) -> None:
@@ -1041,6 +1055,7 @@ def main() -> int:
                 complete = False
             say("waiting for the audit writer and feedback exporter to catch up ...")
             wait_for_sinks(pipe, services)
+            save_metrics(services)
             stop_services(services)
             failed_tools = report(services)
             elapsed = time.monotonic() - started

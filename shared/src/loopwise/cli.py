@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from loopwise.config_files import ConfigFileError
 from loopwise.settings import ConfigurationError, KafkaSettings, load_settings
@@ -17,7 +20,20 @@ def _topics_apply(args: argparse.Namespace) -> int:
 
     cat = load_catalogue(args.catalogue)
     kafka = load_settings(KafkaSettings)
-    admin = AdminClient(kafka.librdkafka())
+    errors_seen: list[Any] = []
+    conf: dict[str, Any] = {
+        **kafka.librdkafka(),
+        "error_cb": errors_seen.append,
+        "logger": _quiet_librdkafka(),
+    }
+    admin = AdminClient(conf)
+    problem = _unreachable(admin, errors_seen, timeout_s=args.timeout)
+    if problem is not None:
+        print(
+            f"error: Kafka at {kafka.bootstrap_servers} ({kafka.security_protocol}): {problem}",
+            file=sys.stderr,
+        )
+        return 2
     actions = apply_catalogue(
         admin, cat, dry_run=args.dry_run, strict_replication=args.strict_replication
     )
@@ -31,6 +47,32 @@ def _topics_apply(args: argparse.Namespace) -> int:
         f"{len(errors)} error(s)"
     )
     return 1 if errors else 0
+
+
+def _quiet_librdkafka() -> logging.Logger:
+    """librdkafka's own retry lines stay out of the CLI's output; its errors are summarised."""
+    logger = logging.getLogger("librdkafka.topics")
+    logger.setLevel(logging.CRITICAL)
+    return logger
+
+
+def _unreachable(admin: Any, errors_seen: list[Any], *, timeout_s: float) -> str | None:
+    """None once the cluster answers a metadata request; else why not (failed login at once)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        admin.poll(0)  # serves error_cb
+        for err in errors_seen:
+            if err.code() == KafkaError._AUTHENTICATION:
+                return f"authentication failed: {err.str()}"
+        try:
+            admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+            return None
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                last = errors_seen[-1] if errors_seen else exc.args[0]  # both KafkaError
+                return f"no answer within {timeout_s:g} s: {last.str()}"
 
 
 def _topics_list(args: argparse.Namespace) -> int:
@@ -80,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict-replication",
         action="store_true",
         help="fail instead of capping replication to the broker count",
+    )
+    apply.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the cluster to answer (a failed login stops at once)",
     )
     apply.set_defaults(func=_topics_apply)
     listing = tsub.add_parser("list", help="print the catalogue")

@@ -119,6 +119,14 @@ class AuditWorkerSettings(WorkerSettings, TrailSettings):
     checkpoint_every_s: float = Field(
         default=60.0, gt=0, description="...or this many seconds after its last checkpoint"
     )
+    verify_every_s: float = Field(
+        default=900.0,
+        ge=0,
+        description=(
+            "Verify every chain against the checkpoint files this often and export the result "
+            "as loopwise_audit_verification_* metrics (0: never)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _key_present(self) -> AuditWorkerSettings:

@@ -28,10 +28,12 @@ from loopwise_audit.checkpoints import (
     CheckpointFileProblem,
     CheckpointSet,
     LoadedCheckpoint,
+    load_checkpoints,
 )
 from loopwise_audit.config import AuditWorkerSettings
 from loopwise_audit.handler import AuditEntry, describe
 from loopwise_audit.store import AuditStore
+from loopwise_audit.verify import verify_store
 
 SERVICE = "audit-writer"
 log = get_logger(__name__)
@@ -51,6 +53,14 @@ APPEND_SECONDS = Histogram(
 )
 UNCHECKPOINTED = Gauge(
     "loopwise_audit_uncheckpointed_records", "Records not yet covered by a checkpoint (all tenants)"
+)
+FAULTY_CHAINS = Gauge(
+    "loopwise_audit_verification_faulty_chains",
+    "Tenant chains the writer's last self-verification found faulty (0: all verified)",
+)
+LAST_VERIFIED = Gauge(
+    "loopwise_audit_last_verification_timestamp_seconds",
+    "Unix time the writer last finished verifying its chains against the checkpoint files",
 )
 
 
@@ -158,9 +168,42 @@ class AuditService:
         )
         self._stop_timer = threading.Event()
 
+    def verify(self) -> int:
+        """Verify every chain against the checkpoint files; set the gauges; return faulty chains."""
+        report = verify_store(
+            self.store, load_checkpoints(self.settings.checkpoint_dir), self.settings.keyring()
+        )
+        faulty = [chain for chain in report.chains if not chain.ok]
+        for chain in faulty:
+            fault = chain.fault.describe() if chain.fault is not None else "unknown"
+            log.error("audit_verification_fault", tenant_id=chain.tenant_id, fault=fault)
+        FAULTY_CHAINS.set(len(faulty))
+        LAST_VERIFIED.set(time.time())
+        return len(faulty)
+
+    def _start_verifier(self) -> threading.Thread | None:
+        every_s = self.settings.verify_every_s
+        if every_s <= 0:
+            return None
+
+        def loop() -> None:
+            # Once at start (so the "stale" alert does not wait a full period), then periodically.
+            while True:
+                try:
+                    self.verify()
+                except Exception:  # the writer keeps writing; the stale timestamp alerts
+                    log.exception("audit_verification_failed")
+                if self._stop_timer.wait(every_s):
+                    return
+
+        thread = threading.Thread(target=loop, name="audit-verifier", daemon=True)
+        thread.start()
+        return thread
+
     def run(self, *, as_service: bool = False) -> None:
         """Run until the worker stops; sign every pending head on the way out."""
         timer = self.checkpointer.start_timer(self._stop_timer)
+        verifier = self._start_verifier()
         try:
             if as_service:
                 serve(self.worker)
@@ -169,6 +212,8 @@ class AuditService:
         finally:
             self._stop_timer.set()
             timer.join(10)
+            if verifier is not None:
+                verifier.join(10)
             self.sink.run_checkpoints(force=True)
             self.store.close()
 
