@@ -121,15 +121,28 @@ class OidcVerifier:
     def verify(self, token: str) -> Principal:
         """The principal of a JWT, or AuthError naming what is wrong."""
         try:
-            key = self._client().get_signing_key_from_jwt(token)
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key.key,
-                algorithms=self.settings.algorithms,
-                audience=self.settings.audience,
-                issuer=self.issuer,
-                options={"require": ["exp", "iss", "sub"]},
-            )
+            kid = jwt.get_unverified_header(token).get("kid")
+            if kid is not None:
+                keys = [self._client().get_signing_key(kid)]
+            else:  # a provider with one key may leave kid out: the signature decides
+                keys = self._client().get_signing_keys()
+            claims: dict[str, Any] | None = None
+            failure: jwt.PyJWTError = jwt.InvalidSignatureError("no key verifies the signature")
+            for key in keys:
+                try:
+                    claims = jwt.decode(
+                        token,
+                        key.key,
+                        algorithms=self.settings.algorithms,
+                        audience=self.settings.audience,
+                        issuer=self.issuer,
+                        options={"require": ["exp", "iss", "sub"]},
+                    )
+                    break
+                except jwt.InvalidSignatureError as exc:
+                    failure = exc
+            if claims is None:
+                raise failure
         except jwt.PyJWTError as exc:
             raise AuthError(f"invalid token: {exc}") from exc
         except Exception as exc:  # the JWKS cannot be fetched: not the caller's fault, but no entry
