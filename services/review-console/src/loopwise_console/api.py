@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Stre
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,6 +52,19 @@ log = get_logger(__name__)
 HERE = Path(__file__).parent
 COOKIE = "lwc_session"
 API = "/api/v1"
+
+
+class QueueQuery(BaseModel):
+    """The queue filters, validated (the UI's lenient parsing checks against it)."""
+
+    tenant: str | None = Field(default=None, max_length=128)
+    queue: str | None = Field(default=None, max_length=200)
+    priority: Literal["p1", "p2", "p3", "p4"] | None = None
+    sla: Literal["ok", "due_soon", "overdue"] | None = None
+    rule: str | None = Field(default=None, max_length=128)
+    kind: Literal["hold", "sample"] | None = None
+    state: Literal["open", "second_opinion", "disputed", "decided", "expired", "all"] | None = None
+    mine: bool = False
 
 
 class ErrorBody(BaseModel):
@@ -505,8 +518,18 @@ def create_app(settings: ConsoleSettings, store: ConsoleStore) -> FastAPI:
 
     @app.get("/ui/queue", include_in_schema=False, name="ui.queue")
     def queue_page(
-        request: Request, principal: Caller, f: TaskFilters, limit: Limit = 50, offset: Offset = 0
+        request: Request, principal: Caller, limit: Limit = 50, offset: Offset = 0
     ) -> HTMLResponse:
+        # A form sends empty fields: they mean "any" here; the JSON API validates strictly.
+        given = {
+            k: v for k, v in request.query_params.items() if v and k not in ("limit", "offset")
+        }
+        try:
+            f = Filters(
+                **QueueQuery.model_validate({**given, "mine": "mine" in given}).model_dump()
+            )
+        except ValidationError as exc:
+            raise ConsoleError(422, "invalid", f"bad filter: {exc}") from None
         rows, total = console.list_tasks(principal, f, limit, offset)
         from loopwise_console.console import task_summary
 
