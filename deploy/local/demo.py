@@ -53,7 +53,6 @@ from loopwise.events import (
     CallStartedV1,
     ChannelSpec,
     ExternalTranscriptSegmentV1,
-    ModelRef,
     ReleasedOutcomeV1,
     ReviewDecisionV1,
     ReviewTaskCreatedV1,
