@@ -62,6 +62,17 @@ pg-up: ## start a throw-away PostgreSQL (for the audit writer's PostgreSQL tests
 pg-down: ## stop it and delete its data
 	bash deploy/local/postgres.sh down
 
+.PHONY: demo-down
+demo-down: ## stop the review console the demo left up, and the local broker
+	@if [ -f var/console.pid ]; then kill "$$(cat var/console.pid)" 2>/dev/null || true; rm -f var/console.pid; fi
+	$(KAFKA) down
+
+.PHONY: install-chromium
+install-chromium: ## Debian's chromium for the review console's browser test (apt-get, if missing)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >&2; } || \
+	  echo "chromium not installed: the console's browser test will be skipped" >&2
+
 .PHONY: demo
 demo: install kafka-up ## run the whole pipeline on the local broker: three calls, reviewer, audit
 	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) $(UV) run python deploy/local/demo.py

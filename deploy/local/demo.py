@@ -4,10 +4,11 @@
 
 (`make demo` starts the broker and runs this.) It applies the topic catalogue,
 starts every service as a child process (`run`), state under ./var/demo/, feeds
-calls as a CX platform would, plays the reviewer (no console exists yet), waits
-for every call's released outcome, prints what happened to each call, stops the
+calls as a CX platform would, plays the reviewer through the review console's API,
+waits for every call's released outcome, prints what happened to each call, stops the
 services (SIGTERM) and prints `loopwise-audit verify` and `loopwise-feedback report`
-of the demo's state. The broker stays up. Exit status 0 only if every call came out.
+of the demo's state. The broker and the review console stay up (URL and a token are
+printed; `make demo-down` stops both). Exit status 0 only if every call came out.
 
 Settings (environment): KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:9092),
 LOOPWISE_DEMO_PORT_BASE (first probe port, default 18081), LOOPWISE_DEMO_TIMEOUT_S
@@ -15,11 +16,13 @@ LOOPWISE_DEMO_PORT_BASE (first probe port, default 18081), LOOPWISE_DEMO_TIMEOUT
 (how long each service may take to become ready, default 300), LOOPWISE_DEMO_STATE_DIR
 (state and logs, default ./var/demo; emptied at the start of a run), LOOPWISE_DEMO_CLIP
 (the stereo recording of the audio call: left agent, right customer), LOOPWISE_DEMO_METRICS_DIR
-(if set, each service's /metrics is saved there as <service>.prom before the services stop).
+(if set, each service's /metrics is saved there as <service>.prom before the services stop),
+LOOPWISE_DEMO_CONSOLE_PORT (the review console's web port, default 8400).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -31,10 +34,11 @@ import sys
 import textwrap
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +53,6 @@ from loopwise.events import (
     CallStartedV1,
     ChannelSpec,
     ExternalTranscriptSegmentV1,
-    ModelRef,
     ReleasedOutcomeV1,
     ReviewDecisionV1,
     ReviewTaskCreatedV1,
@@ -83,13 +86,15 @@ BIN = Path(sys.executable).parent
 POLICY = ROOT / "deploy" / "policies" / "default.yaml"
 TENANT = "acme-bank"  # its policy holds calls without the recording notice (see POLICY)
 SOURCE = "cx-platform-demo"
-REVIEWER = ModelRef(name="loopwise-demo-reviewer", version="1")
+
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 PORT_BASE = int(os.environ.get("LOOPWISE_DEMO_PORT_BASE", "18081"))
 OUTCOME_TIMEOUT_S = float(os.environ.get("LOOPWISE_DEMO_TIMEOUT_S", "300"))
 READY_TIMEOUT_S = float(os.environ.get("LOOPWISE_DEMO_READY_TIMEOUT_S", "300"))
 STOP_TIMEOUT_S = 60.0
+CONSOLE_PORT = int(os.environ.get("LOOPWISE_DEMO_CONSOLE_PORT", "8400"))
+CONSOLE_PID = STATE.parent / "console.pid"  # outside STATE: a new run empties STATE
 
 OBSERVED = (
     "cx.transcripts",
@@ -109,6 +114,7 @@ DEAD_LETTERS = tuple(
         "review-router",
         "feedback-exporter",
         "audit-writer",
+        "review-console",
     )
 )
 
@@ -146,6 +152,7 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     ready_after_s: float | None = None
+    outlives_demo: bool = False  # the review console stays up for a person after the demo
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +167,8 @@ class Service:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=die_with_parent,  # set before the demo starts any thread
+                # set before the demo starts any thread
+                preexec_fn=None if self.outlives_demo else die_with_parent,
             )
         self.started_at = time.monotonic()
 
@@ -305,6 +313,16 @@ def build_services(run_id: str, hmac_key: str) -> list[Service]:
                 "PUBLISH_INTERVAL_S": "5",
             },
         ),
+        (
+            "review-console",
+            "loopwise-console",
+            "LOOPWISE_CONSOLE_",
+            {
+                "GROUP_ID": "{group}",
+                "DATA_DIR": str(STATE / "console"),
+                "HTTP_PORT": str(pick_port(CONSOLE_PORT)),
+            },
+        ),
     ]
     services = []
     for i, (name, script, prefix, own) in enumerate(specs):
@@ -322,6 +340,7 @@ def build_services(run_id: str, hmac_key: str) -> list[Service]:
                 port=port,
                 log_path=STATE / "logs" / f"{name}.log",
                 group=group,
+                outlives_demo=name == "review-console",
             )
         )
     return services
@@ -515,6 +534,7 @@ class Pipeline:
             }
         )
         self.calls: dict[str, CallStory] = {}
+        self.console: ConsoleClient | None = None
         self.consumer = Consumer(
             {
                 "bootstrap.servers": BOOTSTRAP,
@@ -570,6 +590,8 @@ class Pipeline:
             for msg in msgs:
                 if msg.error() is None:
                     self._handle(msg)
+            if self.console is not None:
+                self.console.work()
             self.producer.poll(0)
             if time.monotonic() >= end:
                 return
@@ -649,28 +671,102 @@ class Pipeline:
                 continue
             seen.add(finding.finding_id)
             verdicts.append(verdict_on(finding))
-        decision = ReviewDecisionV1(
-            tenant_id=task.tenant_id,
-            call_id=task.call_id,
-            occurred_at=now(),
-            producer=REVIEWER,
-            derived_from=[envelope.id],
-            decision_id=f"demo-decision-{uuid.uuid4().hex[:12]}",
-            task_id=task.task_id,
-            reviewer_id="reviewer-demo-1",
-            verdict="approve",
-            transcript_corrections=corrections,
-            sentiment_labels=relabels,
-            finding_verdicts=verdicts,
-            comment="Checked in the demo: redaction is complete, findings judged.",
-            seconds_to_decide=42.0,
-        )
-        self.send("hitl.decisions", decision, source="loopwise-demo-reviewer")
-        story.decisions.append(decision)
+        if self.console is None:
+            raise DemoFailed("a review task arrived before the review console was reachable")
+        # Decided through the console's API (claim, then decide); the console publishes the
+        # ReviewDecisionV1, which comes back to the demo on hitl.decisions.
+        self.console.pending[task.task_id] = {
+            "verdict": "approve",
+            "transcript_corrections": [c.model_dump() for c in corrections],
+            "sentiment_labels": [r.model_dump() for r in relabels],
+            "finding_verdicts": [
+                {"finding_id": v.finding_id, "verdict": v.verdict, "note": v.note} for v in verdicts
+            ],
+            "comment": "Checked in the demo: redaction is complete, findings judged.",
+        }
 
     def close(self) -> None:
         self.producer.flush(10)
         self.consumer.close()
+
+
+@dataclass
+class ConsoleClient:
+    """The review console's API as the scripted reviewer uses it (and the person's token)."""
+
+    url: str
+    reviewer_token: str
+    person_token: str
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)  # task id -> decision
+    failures: list[str] = field(default_factory=list)
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(  # noqa: S310 - the local console's http URL
+            f"{self.url}/api/v1{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={
+                "Authorization": f"Bearer {self.reviewer_token}",
+                "Content-Type": "application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                return int(answer.status), json.loads(answer.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), json.loads(exc.read() or b"{}")
+        except (urllib.error.URLError, OSError) as exc:
+            return 0, {"error": str(exc)}
+
+    def work(self) -> None:
+        """Claim and decide every pending task the console has materialised by now."""
+        for task_id, body in list(self.pending.items()):
+            path = f"/tasks/{urllib.parse.quote(task_id, safe='')}"
+            status, answer = self.call("POST", f"{path}/claim")
+            if status in (0, 404):
+                continue  # not in the console yet (its consumer is a moment behind)
+            if status == 200:
+                status, answer = self.call("POST", f"{path}/decision", body)
+            if status != 200:
+                self.failures.append(f"{task_id}: HTTP {status} {answer}")
+                say(f"  the console refused the decision on {task_id}: HTTP {status} {answer}")
+            del self.pending[task_id]
+
+
+def console_tokens(svc: Service) -> tuple[str, str]:
+    """A token for the scripted reviewer and one for a person (supervisor), from the CLI."""
+    tokens = []
+    for role, subject in (("reviewer", "reviewer-demo-1"), ("supervisor", "demo-person")):
+        made = subprocess.run(
+            [
+                str(BIN / "loopwise-console"),
+                "create-token",
+                *("--role", role, "--tenant", TENANT, "--subject", subject),
+            ],
+            env=svc.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if made.returncode != 0:
+            raise DemoFailed(f"loopwise-console create-token failed: {made.stderr[-2000:]}")
+        tokens.append(made.stdout.strip())
+    return tokens[0], tokens[1]
+
+
+def stop_previous_console() -> None:
+    """Stop a review console an earlier demo left running (its port and state are reused)."""
+    try:
+        pid = int(CONSOLE_PID.read_text().strip())
+    except (OSError, ValueError):
+        return
+    with suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+    CONSOLE_PID.unlink(missing_ok=True)
 
 
 ANGRY = re.compile(
@@ -1020,14 +1116,18 @@ def main() -> int:
     started = time.monotonic()
     run_id = uuid.uuid4().hex[:6]
     say(f"Loopwise demo, run {run_id}: broker {BOOTSTRAP}, state in {STATE}")
+    stop_previous_console()
     if STATE.exists():
         if any(STATE.iterdir()) and not (STATE / "logs").is_dir():
             say(f"{STATE} holds something else than demo state; not emptying it", out=sys.stderr)
             return 2
         shutil.rmtree(STATE)
-    for sub in ("logs", "sentiment", "compliance", "router", "audit", "feedback"):
+    for sub in ("logs", "sentiment", "compliance", "router", "audit", "feedback", "console"):
         (STATE / sub).mkdir(parents=True)
     services = build_services(run_id, secrets.token_hex(32))
+    console = next(s for s in services if s.name == "review-console")
+    others = [s for s in services if s is not console]
+    keep_console = False
     pipe: Pipeline | None = None
     complete = False
     failed_tools = 0
@@ -1038,14 +1138,19 @@ def main() -> int:
             prepare_topics()
             start_groups_at_end(services)
             started_services = True
+            reviewer_token, person_token = console_tokens(console)
             say("starting the services ...")
             for svc in services:
                 svc.start()
                 say(f"  started {svc.name:<20} pid {svc.proc.pid if svc.proc else '?'}")
             wait_ready(services)
             pipe = Pipeline()
+            console_url = f"http://127.0.0.1:{console.env['LOOPWISE_CONSOLE_HTTP_PORT']}"
+            pipe.console = ConsoleClient(console_url, reviewer_token, person_token)
             stories = feed_calls(pipe, run_id)
             complete = wait_for_outcomes(pipe, stories)
+            if pipe.console.failures:
+                complete = False
             for story in stories:
                 print_story(story)
             dead = sum(len(story.dead_letters) for story in stories)
@@ -1056,8 +1161,9 @@ def main() -> int:
             say("waiting for the audit writer and feedback exporter to catch up ...")
             wait_for_sinks(pipe, services)
             save_metrics(services)
-            stop_services(services)
+            stop_services(others)
             failed_tools = report(services)
+            keep_console = console.exited() is None
             elapsed = time.monotonic() - started
             say()
             if complete and not failed_tools:
@@ -1076,14 +1182,20 @@ def main() -> int:
         # Never leave a service behind, whatever happened (signals ignored meanwhile).
         old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            stop_services(services)
+            stop_services(others if keep_console else services)
             if pipe is not None:
                 pipe.close()
             if started_services:
-                forget_run(run_id, services)
+                forget_run(run_id, others)
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+    if keep_console and console.proc is not None and pipe is not None and pipe.console:
+        CONSOLE_PID.write_text(f"{console.proc.pid}\n")
+        say()
+        say(f"the review console stays up: {pipe.console.url}/ui/login")
+        say(f"  sign in with this token (supervisor of {TENANT}): {pipe.console.person_token}")
+        say("  'make demo-down' stops the console and the broker")
     say(f"logs: {STATE / 'logs'}; the broker is still up ('make kafka-down' stops it)")
     return 0 if complete and not failed_tools else 1
 

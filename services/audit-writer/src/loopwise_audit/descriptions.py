@@ -21,6 +21,7 @@ from loopwise.events import (
     CallSentimentV1,
     CallStartedV1,
     ComplianceFinding,
+    ConsoleAuditV1,
     ExternalTranscriptSegmentV1,
     ReleasedOutcomeV1,
     ReviewDecisionV1,
@@ -277,6 +278,21 @@ def _checkpoint(e: AuditCheckpointV1) -> Description:
     return "audit.checkpoint", "success", "signed", {}, details
 
 
+def _console_audit(e: ConsoleAuditV1) -> Description:
+    subject = {"task_id": e.task_id, "decision_id": e.decision_id}
+    details = {
+        "actor": e.actor_id,
+        "role": e.actor_role,
+        "auth": e.auth,
+        "method": e.method,
+        "route": e.route,
+        "status": e.status,
+        "reason": e.reason,
+    }
+    outcome = "success" if e.outcome == "allowed" else "failure"
+    return f"console.{e.action}", outcome, e.outcome, subject, details
+
+
 DESCRIBERS: dict[type[TenantEvent], Callable[[Any], Description]] = {
     CallStartedV1: _call_started,
     CallEndedV1: _call_ended,
@@ -294,5 +310,6 @@ DESCRIBERS: dict[type[TenantEvent], Callable[[Any], Description]] = {
     ReviewTaskExpiredV1: _task_expired,
     ReviewDecisionV1: _decision,
     ReleasedOutcomeV1: _released,
+    ConsoleAuditV1: _console_audit,
     AuditCheckpointV1: _checkpoint,
 }

@@ -15,7 +15,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from loopwise.events import DerivedCallEvent, ReviewDecisionV1, TenantEvent
+from loopwise.events import ConsoleAuditV1, DerivedCallEvent, ReviewDecisionV1, TenantEvent
 from loopwise.kafka import Incoming
 from loopwise_audit.chain import sha256_hex
 from loopwise_audit.descriptions import DESCRIBERS, Facts, utc_text
@@ -58,6 +58,9 @@ def describe(incoming: Incoming) -> AuditEntry:
     call_id: str | None = getattr(event, "call_id", None)
     if isinstance(event, ReviewDecisionV1):
         actor = {"type": "user", "id": event.reviewer_id}
+    elif isinstance(event, ConsoleAuditV1):
+        call_id = event.task_call_id
+        actor = {"type": "user", "id": event.actor_id or "unauthenticated"}
     else:
         actor = {"type": "service", "id": envelope.source}
     producer = policy_version = None

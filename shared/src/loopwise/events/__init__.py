@@ -28,6 +28,7 @@ from loopwise.events.registry import (
     validation_reason,
 )
 from loopwise.events.review import (
+    ConsoleAuditV1,
     FindingVerdict,
     FiredCondition,
     ReleasedOutcomeV1,
@@ -68,6 +69,7 @@ __all__ = [
     "CallStartedV1",
     "ChannelSpec",
     "ComplianceFinding",
+    "ConsoleAuditV1",
     "ContractModel",
     "ContractViolation",
     "DeadLetterV1",

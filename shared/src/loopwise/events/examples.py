@@ -17,6 +17,7 @@ from loopwise.events.calls import (
     ExternalTranscriptSegmentV1,
 )
 from loopwise.events.review import (
+    ConsoleAuditV1,
     FindingVerdict,
     FiredCondition,
     ReleasedOutcomeV1,
@@ -255,6 +256,22 @@ def example_events(
             producer=ModelRef(name="default-pack", version="1"),
             findings=[],
             segments_checked=24,
+        ),
+        ConsoleAuditV1(
+            tenant_id=tenant_id,
+            occurred_at=t0 + timedelta(minutes=20),
+            audit_id="console-audit-1",
+            action="task.decide",
+            outcome="allowed",
+            status=200,
+            actor_id="rev-7",
+            actor_role="reviewer",
+            auth="token",
+            method="POST",
+            route="/api/v1/tasks/{task_id}/decision",
+            task_id=f"task-{call_id}-1",
+            task_call_id=call_id,
+            decision_id="dec-1",
         ),
         AuditCheckpointV1(
             tenant_id=tenant_id,

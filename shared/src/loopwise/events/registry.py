@@ -21,6 +21,7 @@ from loopwise.events.calls import (
 )
 from loopwise.events.envelope import Envelope, EnvelopeError, Headers, new_traceparent
 from loopwise.events.review import (
+    ConsoleAuditV1,
     ReleasedOutcomeV1,
     ReviewDecisionV1,
     ReviewTaskCreatedV1,
@@ -53,6 +54,7 @@ EVENT_MODELS: tuple[type[TenantEvent], ...] = (
     ReviewTaskExpiredV1,
     ReviewDecisionV1,
     ReleasedOutcomeV1,
+    ConsoleAuditV1,
     AuditCheckpointV1,
 )
 """Events that travel with a CloudEvents envelope, in pipeline order."""

@@ -12,6 +12,7 @@ from loopwise.events.base import (
     ModelRef,
     PartyRole,
     Probability,
+    TenantEvent,
 )
 from loopwise.events.scores import ComplianceFinding, SentimentLabel
 
@@ -255,3 +256,35 @@ class ReleasedOutcomeV1(DerivedCallEvent):
     findings: list[ComplianceFinding] = Field(
         default_factory=list, max_length=500, description="Findings standing after review"
     )
+
+
+class ConsoleAuditV1(TenantEvent):
+    """A review-console request that was denied, or a decision a person made there.
+
+    Keyed by tenant id (a denial may name no call). Denials of callers who did not
+    authenticate are recorded under the console's configured audit tenant.
+    """
+
+    event_type = "io.loopwise.console.audit.v1"
+
+    audit_id: str = Field(min_length=1, max_length=200, description="Audit event id")
+    action: str = Field(
+        min_length=1,
+        max_length=64,
+        description="What was asked: task.claim, task.decide, task.view, tokens.create, ...",
+    )
+    outcome: Literal["allowed", "denied"] = Field(description="Whether the console allowed it")
+    status: int = Field(ge=100, le=599, description="HTTP status the console answered")
+    actor_id: str | None = Field(
+        default=None, max_length=128, description="Pseudonymous caller id; none if unknown"
+    )
+    actor_role: str | None = Field(default=None, max_length=32, description="Caller's role")
+    auth: Literal["token", "oidc", "none"] = Field(description="How the caller authenticated")
+    method: str = Field(max_length=10, description="HTTP method")
+    route: str = Field(max_length=200, description="Route template, e.g. /api/v1/tasks/{task_id}")
+    task_id: str | None = Field(default=None, max_length=200, description="Task concerned")
+    task_call_id: str | None = Field(
+        default=None, max_length=128, description="Call of the task concerned"
+    )
+    decision_id: str | None = Field(default=None, max_length=200, description="Decision made")
+    reason: str | None = Field(default=None, max_length=500, description="Why it was denied")

@@ -1,0 +1,7 @@
+"""`python -m loopwise_console`."""
+
+import sys
+
+from loopwise_console.cli import main
+
+sys.exit(main())
