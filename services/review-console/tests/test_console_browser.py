@@ -196,7 +196,7 @@ def pipeline(
     router_port = free_port()
     router_env = {
         **base,
-        "LOOPWISE_ROUTER_APP_ID": f"router-console-test-{os.urandom(4).hex()}",
+        "LOOPWISE_ROUTER_GROUP_ID": f"router-console-test-{os.urandom(4).hex()}",
         "LOOPWISE_ROUTER_DATA_DIR": str(tmp_path / "router"),
         "LOOPWISE_ROUTER_TOPIC_PARTITIONS": "3",
         "LOOPWISE_ROUTER_POLICY_PATH": str(policy),

@@ -50,7 +50,7 @@ from pydantic import Field
 
 from loopwise.events import EVENT_TYPES, Envelope, TenantEvent
 from loopwise.events.envelope import Headers
-from loopwise.kafka.deadletter import PayloadFilter, dead_letter_record
+from loopwise.kafka.deadletter import PayloadFilter, dead_letter_record, exception_reason
 from loopwise.kafka.intake import (
     DeadLetterRequest,
     Emit,
@@ -563,7 +563,7 @@ class Worker:
             outs = [self._encode(emit, envelope, index) for index, emit in enumerate(emits)]
         except Exception as exc:
             log.exception("handler_failed", call_id=envelope.call_id, event_id=envelope.id)
-            return to_dlq("handle", type(exc).__name__, str(exc)[:500] or type(exc).__name__)
+            return to_dlq("handle", type(exc).__name__, exception_reason(exc))
         finally:
             HANDLER_SECONDS.labels(self.service).observe(time.perf_counter() - started)
         EVENTS_CONSUMED.labels(self.service, topic, "processed").inc()
