@@ -103,7 +103,7 @@ def test_show_tells_the_story_of_a_call(trail: dict[str, str]) -> None:
     shown = cli(trail, "show", "call-000002")
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
-    assert lines[0] == "call call-000002 of tenant acme: 16 audit records"
+    assert lines[0] == "call call-000002 of tenant acme: 17 audit records"
     actions = [line.split()[2] for line in lines[1:]]
     assert actions[:3] == ["call.start", "call.metadata.update", "audio.receive"]
     assert "review.decide" in actions and "outcome.release" in actions
@@ -112,6 +112,7 @@ def test_show_tells_the_story_of_a_call(trail: dict[str, str]) -> None:
     assert all("sealed" in line for line in lines[1:])
     assert cli(trail, "show", "no-such-call").returncode == 1
 
+    # (17: the example events include the console's audit record of the decision)
     # Reading the trail is itself recorded (PCI DSS 10.2.1.3), and the chain still verifies.
     again = cli(trail, "show", "call-000002", "--actor", "auditor-9")
     assert "audit.show" in again.stdout.splitlines()[-1]
@@ -119,7 +120,7 @@ def test_show_tells_the_story_of_a_call(trail: dict[str, str]) -> None:
     third = cli(trail, "show", "call-000002", "--no-access-record")
     assert "not recorded" in third.stderr
     final = cli(trail, "show", "call-000002", "--no-access-record").stdout.splitlines()
-    assert final[0] == "call call-000002 of tenant acme: 18 audit records"
+    assert final[0] == "call call-000002 of tenant acme: 19 audit records"
     assert "by user:auditor-9" in final[-1]
     assert cli(trail, "verify").returncode == 0
 
