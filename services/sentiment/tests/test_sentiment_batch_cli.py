@@ -110,7 +110,11 @@ def test_check_config_accepts_defaults_and_names_what_is_wrong(tmp_path: Path) -
     cal.write_text('{"version": "x",\n "features": []}\n', encoding="utf-8")
     bad_cal = cli(
         "check-config",
-        env={**env, "LOOPWISE_SENTIMENT_MODEL_OPTIONS": json.dumps({"calibration": str(cal)})},
+        env={
+            **env,
+            "LOOPWISE_SENTIMENT_MODEL": "vader-calibrated",
+            "LOOPWISE_SENTIMENT_MODEL_OPTIONS": json.dumps({"calibration": str(cal)}),
+        },
     )
     assert bad_cal.returncode == 2 and f"{cal}:" in bad_cal.stderr
 

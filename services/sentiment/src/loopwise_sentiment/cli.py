@@ -27,7 +27,8 @@ def _open_input(name: str) -> Iterator[TextIO]:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    model = load_model(args.model, {"calibration": args.calibration} if args.calibration else {})
+    name = args.model or ("vader-calibrated" if args.calibration else "vader-ngram")
+    model = load_model(name, {"calibration": args.calibration} if args.calibration else {})
     settings = AggregationSettings(speakers=args.speakers, window=args.window)
     errors = 0
     with _open_input(args.input) as source:
@@ -128,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch = sub.add_parser("batch", help="add sentiment to JSON lines (segments or dialogues)")
     batch.add_argument("input", nargs="?", default="-", help="JSON-lines file, or - for stdin")
     batch.add_argument(
-        "--model", default="vader-ngram", help="entry-point name or package.module:factory"
+        "--model",
+        default=None,
+        help="entry-point name or package.module:factory "
+        "(default vader-ngram; vader-calibrated with --calibration)",
     )
     batch.add_argument("--calibration", default=None, help="calibration file (vader-calibrated)")
     batch.add_argument(
