@@ -1,4 +1,4 @@
-"""Router state bytes written per segment, for short and long calls (issue 9's flat-changelog figure).
+"""Router state bytes written per segment, short calls against long ones (flat changelog).
 
     uv run python bench/state_bytes.py [--lengths 10 100]
 
