@@ -122,9 +122,7 @@ def main() -> None:
     parser.add_argument("--segments-total", type=int, default=2000)
     parser.add_argument("--policy", default="deploy/policies/default.yaml")
     args = parser.parse_args()
-    rows = [
-        measure(n, max(1, args.segments_total // n), args.policy) for n in sorted(args.lengths)
-    ]
+    rows = [measure(n, max(1, args.segments_total // n), args.policy) for n in sorted(args.lengths)]
     for row in rows:
         print(json.dumps(row))
     ratio = rows[-1]["bytes_per_segment"] / rows[0]["bytes_per_segment"]
