@@ -76,6 +76,23 @@ class StatefulHandler(Protocol[S]):
         ...
 
 
+def _watermarks(consumer: Any, tp: Any, timeout_s: float = 120.0) -> tuple[int, int]:
+    """A partition's low and high watermarks, retried while the broker answers with a
+    transient error (a new topic's leader not elected yet, a broker restarting)."""
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("changelog_watermarks_retry", partition=tp.partition, error=str(exc))
+            time.sleep(0.5)
+
+
 def _record_key(key: str, part: str) -> bytes:
     return json.dumps([key, part], separators=(",", ":")).encode("utf-8")
 
@@ -141,9 +158,7 @@ class StateStore(Generic[S]):
         try:
             ends: dict[int, int] = {}
             for p in wanted:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.changelog_topic, p), timeout=30
-                )
+                low, high = _watermarks(consumer, TopicPartition(self.changelog_topic, p))
                 if high > low:
                     ends[p] = high
                 self._parts[p] = {}
