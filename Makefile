@@ -96,6 +96,10 @@ deploy-tools: ## build helm and promtool from the Go module proxy into ~/.cache/
 deploy-check: install deploy-tools ## only the deploy checks: chart, compose, alerts, dashboard, SASL_SSL, live metrics
 	$(UV) run pytest tests/deploy
 
+.PHONY: chaos-long
+chaos-long: install ## the long chaos run: 3 runs of 400 calls, each service SIGKILLed, the broker restarted (SIGKILL in run 2)
+	$(UV) run python -m tests.chaos.harness --runs 3 --calls 400
+
 .PHONY: images
 images: ## build every service image with a Docker engine (PYTHON_IMAGE=... to change the base)
 	bash deploy/compose/local.sh images
