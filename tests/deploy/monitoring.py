@@ -21,7 +21,7 @@ GRAFANA_VARIABLES = {
 METRIC = re.compile(r"\b(loopwise_[a-z0-9_]+|up)\b(?!\s*\()")
 # Names Prometheus makes itself (scrape health), not exported by a service.
 SYNTHETIC = {"up"}
-# The review console's metrics (another issue): checked for real once `loopwise-console run` exists.
+# The review console's metrics (the demo runs the console, so they are scraped with the rest).
 CONSOLE_METRICS = {
     "loopwise_review_queue_depth",
     "loopwise_review_queue_oldest_age_seconds",
