@@ -85,6 +85,11 @@ def test_services_wait_for_kafka_topics_and_their_database() -> None:
         assert (ROOT / "services" / name / "pyproject.toml").exists(), name
     for name in ("audit-writer", "review-console"):
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    console = services["review-console"]
+    published = console["ports"][0]
+    target = published["target"] if isinstance(published, dict) else published.split(":")[-1]
+    assert console["environment"]["LOOPWISE_CONSOLE_HTTP_PORT"] == str(target)
+    assert console["environment"]["LOOPWISE_CONSOLE_HTTP_HOST"] == "0.0.0.0"
     for name in ("kafka", "postgres", "prometheus", "grafana"):
         assert services[name]["healthcheck"]["test"], name
 

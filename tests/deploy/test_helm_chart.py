@@ -188,6 +188,12 @@ def test_services_have_probes_service_pdb_and_network_policy(
     assert by_kind(default_docs, "HorizontalPodAutoscaler") == {}
     console = by_kind(default_docs, "Service")["review-console"]
     assert {p["name"] for p in console["spec"]["ports"]} == {"metrics", "http"}
+    # the console listens where its Service and probes say: on the pod's address, port http
+    console_env = env_of(workloads(default_docs)["review-console"])
+    container = workloads(default_docs)["review-console"]["spec"]["template"]["spec"]
+    http = next(p for p in container["containers"][0]["ports"] if p["name"] == "http")
+    assert console_env["LOOPWISE_CONSOLE_HTTP_PORT"]["value"] == str(http["containerPort"])
+    assert console_env["LOOPWISE_CONSOLE_HTTP_HOST"]["value"] == "0.0.0.0"
 
 
 def test_production_runs_three_replicas_on_sasl_ssl_and_postgresql(
