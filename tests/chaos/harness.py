@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from loopwise.events import (
     ExternalTranscriptSegmentV1,
@@ -113,6 +113,8 @@ CONSUMES: dict[str, tuple[str, ...]] = {
         "hitl.decisions",
     ),
 }
+SEGMENT_WINDOW_S = 20
+"""The router's segment join window here: how long a segment waits for its scores."""
 FAST_GROUP = json.dumps({"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
 
 
@@ -129,6 +131,7 @@ class Proc:
     env: dict[str, str]
     port: int
     log: Path
+    prefix: str = ""
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     unexpected_exits: list[int] = field(default_factory=list)
@@ -283,7 +286,7 @@ class Chaos:
                 "LOOPWISE_ROUTER_",
                 {
                     "POLICY_PATH": str(ROOT / "deploy" / "policies" / "default.yaml"),
-                    "SEGMENT_WINDOW_S": "20",
+                    "SEGMENT_WINDOW_S": str(SEGMENT_WINDOW_S),
                     "CALL_WINDOW_S": "30",
                     "CALL_GRACE_S": "2",
                     "TICK_INTERVAL_S": "0.5",
@@ -317,7 +320,12 @@ class Chaos:
                 **{prefix + k: v for k, v in own.items()},
             }
             self.procs[name] = Proc(
-                name, [str(BIN / script), "run"], env, port, self.workdir / "logs" / f"{name}.log"
+                name,
+                [str(BIN / script), "run"],
+                env,
+                port,
+                self.workdir / "logs" / f"{name}.log",
+                prefix,
             )
         for proc in self.procs.values():
             proc.start()
@@ -337,11 +345,43 @@ class Chaos:
             tails = "\n".join(f"--- {n}\n{self.procs[n].tail()}" for n in sorted(pending))
             raise RuntimeError(f"not ready after {timeout_s:.0f} s: {sorted(pending)}\n{tails}")
 
-    def kill_and_restart(self, name: str) -> None:
-        """SIGKILL one service mid-stream and start it again (as an orchestrator would)."""
+    def kill_and_restart(self, name: str, *, down_s: float = 0.0) -> None:
+        """SIGKILL one service mid-stream and start it again (as an orchestrator would),
+        after `down_s` seconds; the timeline notes how much input it had not yet committed."""
+        unread = self.unread(name)
         self.procs[name].kill()
-        self.note(f"SIGKILL {name}")
+        self.note(f"SIGKILL {name} ({unread} input records not committed)")
+        if down_s:
+            time.sleep(down_s)
+            self.note(f"{name} started again after {down_s:.0f} s down")
         self.procs[name].start()
+
+    def unread(self, name: str) -> int:
+        """Records on a service's input topics past its group's committed offsets."""
+        labels = CONSUMES.get(name)
+        if labels is None:  # the audit writer reads every topic
+            from loopwise_audit.config import pipeline_topics
+
+            names = list(pipeline_topics())
+        else:
+            names = [topic(label) for label in labels]
+        group = self.procs[name].env[self.procs[name].prefix + "GROUP_ID"]
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+        try:
+            parts = [
+                TopicPartition(n, p)
+                for n in names
+                for p in consumer.list_topics(n, timeout=10).topics[n].partitions
+            ]
+            total = 0
+            for tp in consumer.committed(parts, timeout=10):
+                low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                total += high - (tp.offset if tp.offset >= 0 else low)
+            return total
+        except Exception:  # a figure for the timeline only
+            return -1
+        finally:
+            consumer.close()
 
     def watch(self) -> None:
         for proc in self.procs.values():
@@ -699,7 +739,13 @@ class Chaos:
             "card_calls": len(card_segments),
             "card_released_unreviewed_bad": len(card_unreviewed),
             "card_never_released_missing": len(card_never_released),
-            "missing_input_decisions": sum(1 for d in decisions if d.get("missing_inputs")),
+            "missing_input_decisions": sum(1 for d in first if d.get("missing_inputs")),
+            # fail closed: a decision made without compliance scores holds (never "no finding")
+            "missing_compliance_not_held_bad": sum(
+                1
+                for d in first
+                if "compliance" in (d.get("missing_inputs") or []) and d["outcome"] != "hold"
+            ),
             "malformed_injected": len(self.malformed),
             "malformed_dead_letter_missing": len(malformed_missing),
             "audit_records": audit_total,
@@ -782,19 +828,28 @@ def scenario(chaos: Chaos, calls: int, *, hard_broker: bool = False) -> dict[str
     chaos.start_reviewer()
     chaos.feed(per_wave, "a")
     chaos.inject_malformed()
-    time.sleep(3)
+    time.sleep(1)
     chaos.kill_and_restart("compliance-scoring")
     chaos.feed(per_wave, "b")
-    time.sleep(2)
+    time.sleep(1)
     chaos.kill_and_restart("review-router")
     chaos.broker_restart(hard=hard_broker)
     chaos.feed(per_wave, "c")
-    time.sleep(2)
+    time.sleep(1)
     for name in ("sentiment", "transcription", "audit-writer"):
         chaos.kill_and_restart(name)
         time.sleep(1)
+    # Compliance scoring down for longer than the router's segment window while a wave
+    # arrives: the router must decide without it and fail closed (hold, never "no finding").
+    outage = threading.Thread(
+        target=chaos.kill_and_restart,
+        args=("compliance-scoring",),
+        kwargs={"down_s": SEGMENT_WINDOW_S + 10},
+    )
+    outage.start()
     chaos.feed(calls - 3 * per_wave, "d")
     chaos.inject_malformed()
+    outage.join()
     released = chaos.wait_released(timeout_s=360)
     chaos.note(f"every call released: {released}")
     chaos.wait_audit_caught_up()
@@ -813,6 +868,8 @@ def main() -> int:
     parser.add_argument("--broker-kill", action="store_true", help="SIGKILL the broker")
     parser.add_argument("--workdir", type=Path, default=ROOT / "var" / "chaos")
     args = parser.parse_args()
+    # stopped from outside: leave through the runs' cleanup (services and broker stopped)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     worst = 0
     for run in range(args.runs):
         workdir = args.workdir / f"run-{run}"

@@ -22,4 +22,5 @@ def test_text_path_survives_kills_broker_restart_and_bad_input(tmp_path: Path) -
     assert figures["calls"] == 60 and figures["segments"] >= 250, report
     assert figures["card_calls"] == 16, report  # each wave of 15 calls: 4 read a card number
     assert figures["holds"] > 0 and figures["malformed_injected"] > 0, report
+    assert figures["missing_input_decisions"] > 0, report  # the compliance outage was felt
     assert all(n >= 1 for n in figures["restarts"].values()), report  # each was killed once
