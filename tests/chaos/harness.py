@@ -740,6 +740,9 @@ class Chaos:
             "card_released_unreviewed_bad": len(card_unreviewed),
             "card_never_released_missing": len(card_never_released),
             "missing_input_decisions": sum(1 for d in first if d.get("missing_inputs")),
+            "missing_inputs_by_kind": dict(
+                Counter(m for d in first for m in d.get("missing_inputs") or [])
+            ),
             # fail closed: a decision made without compliance scores holds (never "no finding")
             "missing_compliance_not_held_bad": sum(
                 1
