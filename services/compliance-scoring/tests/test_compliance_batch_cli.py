@@ -119,3 +119,30 @@ def test_batch_reads_stdin_as_a_console_command(kit: Any) -> None:
     first, call = (json.loads(x) for x in proc.stdout.splitlines())
     assert [f["rule_id"] for f in first["findings"]] == ["escalation-legal-regulator"]
     assert call["call_id"] == "c" and call["segments_checked"] == 1
+
+
+def test_a_bad_segment_line_changes_no_call(scorer: ComplianceScorer) -> None:
+    """It neither ends the open call's run (its call line used to be lost) nor opens one."""
+    code, out, err = batch(
+        scorer,
+        [
+            {"call_id": "a", "speaker": "agent", "start": 0.0, "text": "This call is recorded."},
+            {"call_id": "b", "speaker": "agent", "start": "soon", "text": "Hello"},
+            {"id": "d", "turns": [{"speaker": "agent", "text": 7}]},
+            {"call_id": "b", "speaker": "customer", "start": 1.0, "text": "This is ridiculous!"},
+        ],
+    )
+    assert code == 1
+    assert "line 2: passed through unscored: `start` must be a number" in err
+    assert "line 3: passed through unscored: `text` must be a string" in err
+    assert [(line.get("call_id", line.get("id")), "segments_checked" in line) for line in out] == [
+        ("a", False),
+        ("b", False),  # the bad lines, passed through where they were read
+        ("d", False),
+        ("a", True),
+        ("b", False),
+        ("b", True),
+    ]
+    assert "findings" not in out[1] and "call_findings" not in out[2]
+    assert out[3]["segments_checked"] == 1 and out[5]["segments_checked"] == 1
+    assert out[4]["findings"][0]["segment_id"] == "b:0"

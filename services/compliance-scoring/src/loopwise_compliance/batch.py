@@ -97,8 +97,9 @@ class BatchScorer:
     def line(self, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The output lines for one input line (possibly a finished call's line first)."""
         if isinstance(item.get("turns"), list):
+            dialogue = self._dialogue(item)  # first: a bad dialogue line ends no run
             yield from self.close()
-            yield self._dialogue(item)
+            yield dialogue
             return
         call_id = item.get("call_id")
         if "text" not in item:
@@ -106,18 +107,18 @@ class BatchScorer:
             return
         if not isinstance(call_id, str) or not call_id:
             raise BadLine("a segment line needs a string `call_id`")
-        if self._open is not None and self._open.call_id != call_id:
+        call = self._open if self._open is not None and self._open.call_id == call_id else None
+        index = call.state.segments_checked if call is not None else 0
+        # Read the line before touching any call: a bad line ends no run and opens none.
+        segment = _segment(item, f"{call_id}:{index}", float(index))
+        if call is None:
             yield from self.close()
-        if self._open is None:
             tenant = item.get("tenant_id")
             cp = self.scorer.compiled(tenant if isinstance(tenant, str) else None)
             state = CallState(tenant_id=str(tenant or "batch"), call_id=call_id)
-            self._open = _OpenCall(call_id, cp, state)
-        call = self._open
+            call = self._open = _OpenCall(call_id, cp, state)
         if isinstance(item.get("queue"), str):
             call.state.queue = item["queue"]
-        index = call.state.segments_checked
-        segment = _segment(item, f"{call_id}:{index}", float(index))
         findings = check_segment(call.cp, segment, call_id, call.state.queue)
         if segment.segment_id not in call.state.seen_segment_ids:
             observe_segment(call.cp, call.state, segment)
@@ -151,7 +152,8 @@ def run_batch(scorer: ComplianceScorer, source: TextIO, out: TextIO, err: TextIO
     """Score every line of `source` into `out`; exit status 1 if any line could not be scored.
 
     A line that is not JSON is reported on `err` and dropped; a JSON line the rules
-    cannot read is reported and passed through unscored.
+    cannot read is reported and passed through unscored, and changes no call (it neither
+    ends the open call's run nor starts one).
     """
     batch = BatchScorer(scorer)
     bad = 0
