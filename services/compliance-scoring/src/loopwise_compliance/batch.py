@@ -47,6 +47,8 @@ def _segment(item: dict[str, Any], default_id: str, default_start: float) -> Seg
         raise BadLine("`text` must be a string")
     start = _float(item["start"], "start") if "start" in item else default_start
     end = _float(item["end"], "end") if item.get("end") is not None else start
+    if end < start:
+        raise BadLine(f"`end` ({end}) is before `start` ({start})")
     try:
         spans = tuple(RedactionSpan.model_validate(s) for s in item.get("redactions") or [])
     except ValidationError as exc:
@@ -55,7 +57,7 @@ def _segment(item: dict[str, Any], default_id: str, default_start: float) -> Seg
         segment_id=str(item.get("segment_id") or default_id),
         speaker=str(item.get("speaker") or "unknown"),
         start_s=start,
-        end_s=max(end, start),
+        end_s=end,
         text=text,
         redactions=spans,
     )
@@ -136,7 +138,10 @@ class BatchScorer:
         for index, turn in enumerate(item["turns"]):
             if not isinstance(turn, dict):
                 raise BadLine(f"turn {index} is not an object")
-            segment = _segment(turn, f"{call_id}:{index}", float(index))
+            try:
+                segment = _segment(turn, f"{call_id}:{index}", float(index))
+            except BadLine as exc:
+                raise BadLine(f"turn {index}: {exc}") from None
             findings = check_segment(cp, segment, call_id, queue)
             observe_segment(cp, state, segment)
             turns.append({**turn, "findings": _dump(findings)})
