@@ -11,7 +11,7 @@ Run from the repository root: `uv run python bench/compliance_eval.py [--packs P
    apostrophe, a filler word, a word split in two), and prints how many each
    rule still finds with fuzzy matching on and off.
 3. With `--stream` (and KAFKA_BOOTSTRAP_SERVERS set): runs `loopwise-compliance run`
-   on fresh topics of that broker, sends N calls and measures how fast the Faust
+   on fresh topics of that broker, sends N calls and measures how fast the
    service turns segments into compliance events.
 PII/PCI precision and recall per entity type are measured by bench/redaction_eval.py.
 """
@@ -200,7 +200,7 @@ def noise_experiment(pack: RulePack, seed: int) -> None:
 
 
 def stream_bench(packs: Path, calls: int, per_call: int) -> None:
-    """Throughput of the Faust service on a real broker (startup excluded)."""
+    """Throughput of the service on a real broker (startup excluded)."""
     import os
     import signal
     import socket
@@ -243,11 +243,9 @@ def stream_bench(packs: Path, calls: int, per_call: int) -> None:
         "LOOPWISE_COMPLIANCE_TRANSCRIPTS_TOPIC": names["tx"],
         "LOOPWISE_COMPLIANCE_OUTPUT_TOPIC": names["out"],
         "LOOPWISE_COMPLIANCE_DEAD_LETTER_TOPIC": names["dlq"],
-        "LOOPWISE_COMPLIANCE_TOPIC_PARTITIONS": "3",
         "LOOPWISE_COMPLIANCE_RULE_PACKS": str(packs),
         "LOOPWISE_COMPLIANCE_OBSERVABILITY__PORT": str(port),
         "LOOPWISE_COMPLIANCE_OBSERVABILITY__LOG_LEVEL": "WARNING",
-        "LOOPWISE_COMPLIANCE_DATA_DIR": f"/tmp/bench-compliance-{tag}",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "loopwise_compliance", "run"],
@@ -340,7 +338,7 @@ def stream_bench(packs: Path, calls: int, per_call: int) -> None:
         last = time.perf_counter()
         consumer.close()
         segments = calls * per_call
-        print(f"\n## Faust service on the local broker ({calls} calls x {per_call} segments)")
+        print(f"\n## The service on the local broker ({calls} calls x {per_call} segments)")
         print(f"outputs: {seen} of {expected}")
         print(
             f"from first send: {last - started:.1f} s = {segments / (last - started):.0f} "

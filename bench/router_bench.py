@@ -4,10 +4,11 @@
     KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 uv run python bench/router_bench.py --kafka \
         [--open-calls 10000] [--measure 1000]
 
-Core (default): the router's own code (`Router.handle`) with call state kept as the JSON
-dicts the Faust table holds, loaded and stored around every event exactly as the app
-does. 10,000 calls are opened first (CallStarted and 8 scored, decided segments each,
-the state of a call in progress), then `--measure` new segments arrive on random open
+Core (default): the router's own code (`Router.handle`) with call state kept as JSON
+dicts, loaded and stored around every event (as the earlier Faust table did; the Worker's
+`StateStore` keeps states in memory and writes changed parts, see bench/state_bytes.py).
+10,000 calls are opened first (CallStarted and 8 scored, decided segments each, the state
+of a call in progress), then `--measure` new segments arrive on random open
 calls: transcript, sentiment, then compliance, the last score. Latency is from handing
 the last score to the router to its routing decision (load, join, policy, outputs, store);
 decisions per second count the whole cost of a segment (all three events).
@@ -17,7 +18,7 @@ are produced and routed first, then `--measure` segments are produced at a stead
 Latency is from the Kafka timestamp of the compliance record (the last score) to that of
 the routing decision, both stamped by their producers on this machine.
 
-Memory per open call: tracemalloc of the table values (JSON dicts) divided by the number
+Memory per open call: tracemalloc of the stored values (JSON dicts) divided by the number
 of calls, and the size of one call's changelog record.
 """
 
@@ -206,8 +207,6 @@ def kafka(open_calls: int, measure: int, rate: float) -> None:
     env = {
         **os.environ,
         "LOOPWISE_ROUTER_GROUP_ID": f"bench-router-{tag}",
-        "LOOPWISE_ROUTER_DATA_DIR": f"/tmp/bench-router-{tag}",
-        "LOOPWISE_ROUTER_TOPIC_PARTITIONS": "3",
         "LOOPWISE_ROUTER_POLICY_PATH": str(POLICY),
         "LOOPWISE_ROUTER_DEAD_LETTER_TOPIC": topics["dlq"],
         "LOOPWISE_ROUTER_OBSERVABILITY__PORT": str(port),

@@ -349,8 +349,8 @@ def build_services(run_id: str, hmac_key: str) -> list[Service]:
 def start_groups_at_end(services: list[Service]) -> None:
     """Commit each run's consumer groups at the end of every pipeline topic.
 
-    Every run has its own groups (and Faust app ids, so no table is recovered from an
-    earlier run's changelog); starting them at the end keeps a reused broker's history
+    Every run has its own groups (and so its own state changelogs: no state is restored
+    from an earlier run's); starting them at the end keeps a reused broker's history
     (earlier runs, other work) out of this run.
     """
     probe = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "loopwise-demo-probe"})
@@ -384,7 +384,7 @@ def start_groups_at_end(services: list[Service]) -> None:
 
 
 def prepare_topics() -> None:
-    """Wait until every catalogue topic has leaders (the Faust services create their own)."""
+    """Wait until every catalogue topic has leaders (services create their own changelogs)."""
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP, "log_level": 4})
@@ -395,7 +395,7 @@ def prepare_topics() -> None:
 
 
 def forget_run(run_id: str, services: list[Service]) -> None:
-    """Delete this run's Faust internal topics and consumer groups (best effort)."""
+    """Delete this run's state changelogs and consumer groups (best effort)."""
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP, "log_level": 4})
@@ -529,7 +529,7 @@ class Pipeline:
             {
                 "bootstrap.servers": BOOTSTRAP,
                 "enable.idempotence": True,
-                "partitioner": "murmur2_random",  # as the services: co-partitioned with Faust
+                "partitioner": "murmur2_random",  # as the services: one partition per call
                 "client.id": "loopwise-demo",
             }
         )
@@ -1122,7 +1122,7 @@ def main() -> int:
             say(f"{STATE} holds something else than demo state; not emptying it", out=sys.stderr)
             return 2
         shutil.rmtree(STATE)
-    for sub in ("logs", "sentiment", "compliance", "router", "audit", "feedback", "console"):
+    for sub in ("logs", "sentiment", "audit", "feedback", "console"):
         (STATE / sub).mkdir(parents=True)
     services = build_services(run_id, secrets.token_hex(32))
     console = next(s for s in services if s.name == "review-console")

@@ -17,7 +17,7 @@ import yaml
 from tests.deploy.tools import ALERTS, DASHBOARD, ROOT, promtool, required, run
 
 COMPOSE = ROOT / "docker-compose.yml"
-# A uv tool, not a dev dependency: it needs click>=8.5, faust-streaming pins click<8.4.
+# Run as a pinned uv tool (`uv tool run --from`), not installed as a dev dependency.
 CHECK_JSONSCHEMA = "check-jsonschema==0.39.0"
 SERVICES = {
     "transcription",

@@ -119,3 +119,42 @@ def test_batch_reads_stdin_as_a_console_command(kit: Any) -> None:
     first, call = (json.loads(x) for x in proc.stdout.splitlines())
     assert [f["rule_id"] for f in first["findings"]] == ["escalation-legal-regulator"]
     assert call["call_id"] == "c" and call["segments_checked"] == 1
+
+
+def test_a_bad_segment_line_changes_no_call(scorer: ComplianceScorer) -> None:
+    """It neither ends the open call's run (its call line used to be lost) nor opens one."""
+    code, out, err = batch(
+        scorer,
+        [
+            {"call_id": "a", "speaker": "agent", "start": 0.0, "text": "This call is recorded."},
+            {"call_id": "b", "speaker": "agent", "start": "soon", "text": "Hello"},
+            {"id": "d", "turns": [{"speaker": "agent", "text": 7}]},
+            {"call_id": "b", "speaker": "customer", "start": 1.0, "text": "This is ridiculous!"},
+        ],
+    )
+    assert code == 1
+    assert "line 2: passed through unscored: `start` must be a number" in err
+    assert "line 3: passed through unscored: turn 0: `text` must be a string" in err
+    assert [(line.get("call_id", line.get("id")), "segments_checked" in line) for line in out] == [
+        ("a", False),
+        ("b", False),  # the bad lines, passed through where they were read
+        ("d", False),
+        ("a", True),
+        ("b", False),
+        ("b", True),
+    ]
+    assert "findings" not in out[1] and "call_findings" not in out[2]
+    assert out[3]["segments_checked"] == 1 and out[5]["segments_checked"] == 1
+    assert out[4]["findings"][0]["segment_id"] == "b:0"
+
+
+def test_a_segment_that_ends_before_it_starts_is_rejected_not_changed(
+    scorer: ComplianceScorer,
+) -> None:
+    backwards = {"call_id": "a", "speaker": "agent", "start": 5.0, "end": 2.5, "text": "Hi"}
+    dialogue = {"id": "d", "turns": [{"speaker": "agent", "start": 3, "end": 1, "text": "Hi"}]}
+    code, out, err = batch(scorer, [backwards, dialogue])
+    assert code == 1
+    assert "line 1: passed through unscored: `end` (2.5) is before `start` (5.0)" in err
+    assert "line 2: passed through unscored: turn 0: `end` (1.0) is before `start` (3.0)" in err
+    assert out == [backwards, dialogue]  # passed through as read, no findings, no call line

@@ -197,8 +197,6 @@ def pipeline(
     router_env = {
         **base,
         "LOOPWISE_ROUTER_GROUP_ID": f"router-console-test-{os.urandom(4).hex()}",
-        "LOOPWISE_ROUTER_DATA_DIR": str(tmp_path / "router"),
-        "LOOPWISE_ROUTER_TOPIC_PARTITIONS": "3",
         "LOOPWISE_ROUTER_POLICY_PATH": str(policy),
         "LOOPWISE_ROUTER_DEAD_LETTER_TOPIC": topics["dlq"],
         "LOOPWISE_ROUTER_SEGMENT_WINDOW_S": "2",

@@ -308,8 +308,8 @@ def router_topics(new_topic: Callable[..., str]) -> dict[str, str]:
 def router_factory(
     kafka_bootstrap: str, router_topics: dict[str, str], policy_file: Path, tmp_path: Path
 ) -> Iterator[Callable[..., RouterProcess]]:
-    """Factory of router processes sharing one app id (one consumer group, one state)."""
-    app_id = f"router-test-{os.urandom(4).hex()}"
+    """Factory of router processes sharing one consumer group (so one state changelog)."""
+    group_id = f"router-test-{os.urandom(4).hex()}"
     started: list[RouterProcess] = []
 
     def make(**extra: str) -> RouterProcess:
@@ -317,9 +317,7 @@ def router_factory(
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "LOOPWISE_ROUTER_GROUP_ID": app_id,
-            "LOOPWISE_ROUTER_DATA_DIR": str(tmp_path / "faust"),
-            "LOOPWISE_ROUTER_TOPIC_PARTITIONS": "3",
+            "LOOPWISE_ROUTER_GROUP_ID": group_id,
             "LOOPWISE_ROUTER_POLICY_PATH": str(policy_file),
             "LOOPWISE_ROUTER_DEAD_LETTER_TOPIC": router_topics["dlq"],
             "LOOPWISE_ROUTER_SEGMENT_WINDOW_S": "3",

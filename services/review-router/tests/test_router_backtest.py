@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from loopwise_router.backtest import group_calls, run_backtest
+import pytest
+
+from loopwise_router.backtest import BacktestInputError, group_calls, run_backtest
 from loopwise_router.policy import load_policy
 from loopwise_router.routing import sampling_draw
 
@@ -169,3 +171,15 @@ def test_cli_reads_stdin_and_prints_json(policy_file: Path) -> None:
         cwd=ROOT,
     )
     assert bad.returncode == 2 and "<stdin>:1: not JSON" in bad.stderr
+
+
+def test_a_segment_that_ends_before_it_starts_stops_the_backtest() -> None:
+    ok = {"call_id": "c1", "speaker": "agent", "start": 0.0, "end": 1.0, "text": "hello"}
+    backwards = {"call_id": "c1", "speaker": "agent", "start": 5.0, "end": 2.5, "text": "hi"}
+    with pytest.raises(
+        BacktestInputError, match=r"^line 2: `end` \(2\.5\) is before `start` \(5\.0\)$"
+    ):
+        group_calls([ok, backwards])
+    turn = {"speaker": "agent", "start_s": 3, "end_s": 1, "text": "hi"}
+    with pytest.raises(BacktestInputError, match=r"^line 1: turn 1: `end` \(1\.0\) is before"):
+        group_calls([{"id": "d", "turns": [ok, turn]}])

@@ -235,3 +235,21 @@ def test_reload_keeps_state_and_rejects_a_broken_file(policy_file: Path, router_
         run_call(driver, router_kit.call_script("c-r2", queue="hold-q")), RoutingDecisionV1
     )
     assert new_call[-1].outcome == "auto" and new_call[-1].policy_version == holder.current.version
+
+
+def test_segment_times_go_out_as_the_state_holds_them() -> None:
+    """No silent repair of end < start on the way out (task, release, duration fact).
+
+    The state's times come from validated TranscriptSegmentV1 events (end_s >= start_s
+    at the contract) or the backtest reader, which rejects end < start; so a state like
+    this one cannot arise, and if it did it must not be changed unnoticed.
+    """
+    from loopwise_router.outputs import _released_segment, _task_segment
+    from loopwise_router.routing import segment_facts
+    from loopwise_router.state import SegmentState
+
+    call = CallState(tenant_id="acme", call_id="c1")
+    seg = SegmentState(segment_id="s1", start_s=5.0, end_s=2.5, text="hi")
+    assert (_task_segment(seg).start_s, _task_segment(seg).end_s) == (5.0, 2.5)
+    assert (_released_segment(seg).start_s, _released_segment(seg).end_s) == (5.0, 2.5)
+    assert segment_facts(call, seg)["segment.duration_s"] == -2.5

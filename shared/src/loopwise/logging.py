@@ -1,7 +1,7 @@
 """structlog configuration: JSON in production, console in development, stdlib routed through it.
 
-librdkafka, Faust, aiokafka and every other stdlib logger end up in the same
-structlog pipeline, so one service writes one log format.
+librdkafka and every other stdlib logger end up in the same structlog pipeline, so one
+service writes one log format.
 """
 
 from __future__ import annotations

@@ -47,6 +47,8 @@ def _segment(item: dict[str, Any], default_id: str, default_start: float) -> Seg
         raise BadLine("`text` must be a string")
     start = _float(item["start"], "start") if "start" in item else default_start
     end = _float(item["end"], "end") if item.get("end") is not None else start
+    if end < start:
+        raise BadLine(f"`end` ({end}) is before `start` ({start})")
     try:
         spans = tuple(RedactionSpan.model_validate(s) for s in item.get("redactions") or [])
     except ValidationError as exc:
@@ -55,7 +57,7 @@ def _segment(item: dict[str, Any], default_id: str, default_start: float) -> Seg
         segment_id=str(item.get("segment_id") or default_id),
         speaker=str(item.get("speaker") or "unknown"),
         start_s=start,
-        end_s=max(end, start),
+        end_s=end,
         text=text,
         redactions=spans,
     )
@@ -97,8 +99,9 @@ class BatchScorer:
     def line(self, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The output lines for one input line (possibly a finished call's line first)."""
         if isinstance(item.get("turns"), list):
+            dialogue = self._dialogue(item)  # first: a bad dialogue line ends no run
             yield from self.close()
-            yield self._dialogue(item)
+            yield dialogue
             return
         call_id = item.get("call_id")
         if "text" not in item:
@@ -106,18 +109,18 @@ class BatchScorer:
             return
         if not isinstance(call_id, str) or not call_id:
             raise BadLine("a segment line needs a string `call_id`")
-        if self._open is not None and self._open.call_id != call_id:
+        call = self._open if self._open is not None and self._open.call_id == call_id else None
+        index = call.state.segments_checked if call is not None else 0
+        # Read the line before touching any call: a bad line ends no run and opens none.
+        segment = _segment(item, f"{call_id}:{index}", float(index))
+        if call is None:
             yield from self.close()
-        if self._open is None:
             tenant = item.get("tenant_id")
             cp = self.scorer.compiled(tenant if isinstance(tenant, str) else None)
             state = CallState(tenant_id=str(tenant or "batch"), call_id=call_id)
-            self._open = _OpenCall(call_id, cp, state)
-        call = self._open
+            call = self._open = _OpenCall(call_id, cp, state)
         if isinstance(item.get("queue"), str):
             call.state.queue = item["queue"]
-        index = call.state.segments_checked
-        segment = _segment(item, f"{call_id}:{index}", float(index))
         findings = check_segment(call.cp, segment, call_id, call.state.queue)
         if segment.segment_id not in call.state.seen_segment_ids:
             observe_segment(call.cp, call.state, segment)
@@ -135,7 +138,10 @@ class BatchScorer:
         for index, turn in enumerate(item["turns"]):
             if not isinstance(turn, dict):
                 raise BadLine(f"turn {index} is not an object")
-            segment = _segment(turn, f"{call_id}:{index}", float(index))
+            try:
+                segment = _segment(turn, f"{call_id}:{index}", float(index))
+            except BadLine as exc:
+                raise BadLine(f"turn {index}: {exc}") from None
             findings = check_segment(cp, segment, call_id, queue)
             observe_segment(cp, state, segment)
             turns.append({**turn, "findings": _dump(findings)})
@@ -151,7 +157,8 @@ def run_batch(scorer: ComplianceScorer, source: TextIO, out: TextIO, err: TextIO
     """Score every line of `source` into `out`; exit status 1 if any line could not be scored.
 
     A line that is not JSON is reported on `err` and dropped; a JSON line the rules
-    cannot read is reported and passed through unscored.
+    cannot read is reported and passed through unscored, and changes no call (it neither
+    ends the open call's run nor starts one).
     """
     batch = BatchScorer(scorer)
     bad = 0

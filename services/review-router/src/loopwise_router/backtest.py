@@ -248,6 +248,8 @@ def _add_segment(state: CallState, obj: dict[str, Any], index: int) -> None:
     start = _num(obj.get("start", obj.get("start_s")))
     start = float(index) if start is None else start
     end = _num(obj.get("end", obj.get("end_s")))
+    if end is not None and end < start:
+        raise BacktestInputError(f"`end` ({end}) is before `start` ({start})")
     text = str(obj.get("text") or "")
     seg = SegmentState(
         segment_id=seg_id,
@@ -304,12 +306,18 @@ def group_calls(
         if isinstance(label, bool):
             labels[call_id] = bool(labels[call_id]) or label
         if isinstance(obj.get("turns"), list):
-            for turn in obj["turns"]:
+            for index, turn in enumerate(obj["turns"]):
                 if isinstance(turn, dict):
-                    _add_segment(state, turn, counts[call_id])
+                    try:
+                        _add_segment(state, turn, counts[call_id])
+                    except BacktestInputError as exc:
+                        raise BacktestInputError(f"line {number}: turn {index}: {exc}") from None
                     counts[call_id] += 1
         elif "text" in obj:
-            _add_segment(state, obj, counts[call_id])
+            try:
+                _add_segment(state, obj, counts[call_id])
+            except BacktestInputError as exc:
+                raise BacktestInputError(f"line {number}: {exc}") from None
             counts[call_id] += 1
         if "call_findings" in obj:
             state.call_findings = [

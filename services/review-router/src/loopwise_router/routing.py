@@ -125,7 +125,7 @@ def segment_facts(call: CallState, seg: SegmentState) -> Facts:
         {
             "transcript.confidence": seg.confidence,
             "segment.speaker": seg.speaker,
-            "segment.duration_s": max(0.0, seg.end_s - seg.start_s),
+            "segment.duration_s": seg.end_s - seg.start_s,
             "segment.words": seg.words,
             "sentiment.label": seg.sentiment.label if seg.sentiment else None,
             "sentiment.score": seg.sentiment.score if seg.sentiment else None,

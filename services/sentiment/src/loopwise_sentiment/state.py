@@ -1,6 +1,7 @@
 """Per-call state: the scored customer turns, whether the call ended, what was published.
 
-Why SQLite behind the confluent-kafka worker rather than a Faust table: the hot
+Why SQLite behind the confluent-kafka worker (chosen when the alternative was a Faust
+table, before the Worker had its changelog-backed `StateStore`): the hot
 path (one score per segment) is stateless and runs on the shared worker with its
 proven dead-letter and offset handling; the per-call state is small (a few
 hundred turns per call) and private to this service. Each input event is applied
@@ -12,7 +13,8 @@ store survives a process restart (tested); it is local to a replica, so run the
 service as a StatefulSet with a volume and static group membership
 (`consumer_overrides: {"group.instance.id": ...}`) so partitions come back to the
 replica that holds their calls. A partition moved to another replica starts its
-open calls afresh: a limitation a Faust changelog table would remove.
+open calls afresh: a limitation the Worker's `StateStore` (as the router and compliance
+scoring use it) would remove.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Admitting a consumed message (size, envelope, type, UTF-8, JSON, schema) and encoding outputs.
 
-Shared by the confluent-kafka worker and the Faust runtime, so both classify bad
-input the same way and derive the same output ids.
+Used by the confluent-kafka worker (`loopwise.kafka.worker`), so every service classifies
+bad input the same way and derives the same output ids.
 """
 
 from __future__ import annotations

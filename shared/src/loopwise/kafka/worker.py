@@ -336,7 +336,7 @@ class Worker:
             **self._common_config(),
             "enable.idempotence": True,
             "acks": "all",
-            # Kafka's own (Java, Faust/aiokafka) partitioner: a call id lands in the same
+            # The Java client's default partitioner: a call id lands in the same
             # partition whoever produces it, so per-call state sees all of a call's events.
             "partitioner": "murmur2_random",
             "linger.ms": 5,
