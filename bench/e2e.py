@@ -372,6 +372,7 @@ class Watch:
     def __init__(self, bootstrap: str, topic: str, starts: Offsets, prefix: str) -> None:
         self.prefix = prefix
         self.seen: dict[tuple[str, str], float] = {}
+        self.calls: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer = Consumer(
@@ -402,6 +403,8 @@ class Watch:
             key = segment_key(data)
             if key is not None:
                 self.seen.setdefault(key, now)
+            elif data.get("scope") == "call":
+                self.calls.add(str(data["call_id"]))
 
     def start(self) -> None:
         def loop() -> None:
@@ -411,16 +414,17 @@ class Watch:
         self._thread = threading.Thread(target=loop, daemon=True)
         self._thread.start()
 
-    def wait_for(self, count: int, timeout_s: float, on_tick: Callable[[], None] | None) -> bool:
+    def wait_for(self, segments: int, timeout_s: float, calls: int = 0) -> bool:
+        """Until `segments` segment decisions (and `calls` call decisions) are seen."""
         deadline = time.monotonic() + timeout_s
-        while len(self.seen) < count and time.monotonic() < deadline:
+        while len(self.seen) < segments or len(self.calls) < calls:
+            if time.monotonic() > deadline:
+                return False
             if self._thread is None:
                 self.poll_once()
             else:
                 time.sleep(0.05)
-            if on_tick is not None:
-                on_tick()
-        return len(self.seen) >= count
+        return True
 
     def close(self) -> None:
         self._stop.set()
@@ -536,6 +540,8 @@ class Chain:
     extra_topics: list[str] = field(default_factory=list)
     """Also read back, counted only (dead letters)."""
     groups: list[str] = field(default_factory=list)
+    changelogs: list[str] = field(default_factory=list)
+    """State changelog topics of the stateful stages (router, compliance scoring)."""
 
     @property
     def input_topic(self) -> str:
@@ -547,6 +553,7 @@ class Chain:
 
 def text_path(bootstrap: str, tag: str, work: Path, args: argparse.Namespace) -> Chain:
     """The four services as processes, new groups, state under `work`."""
+    from loopwise.kafka.state import changelog_topic_name
     from loopwise.topics import catalogue, topic
 
     env = clean_env(bootstrap)
@@ -610,6 +617,7 @@ def text_path(bootstrap: str, tag: str, work: Path, args: argparse.Namespace) ->
         },
         extra_topics=dlqs,
         groups=groups,
+        changelogs=[changelog_topic_name(g) for g in groups if g.endswith(("-router", "-scoring"))],
     )
 
 
@@ -760,6 +768,23 @@ def raw_stage(args: argparse.Namespace) -> int:
 # ---- the measurements ------------------------------------------------------------------------
 
 
+def replay_producer(bootstrap: str) -> Producer:
+    """`loopwise.replay`'s producer (its settings), connected and given its idempotence id.
+
+    A new producer's first records wait for its connection and producer id; warmed up for
+    a second first, that start-up is not counted as the chain's latency.
+    """
+    from loopwise.replay import producer_config
+    from loopwise.settings import KafkaSettings
+
+    producer = Producer(producer_config(KafkaSettings(bootstrap_servers=bootstrap)))
+    producer.list_topics(timeout=30)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        producer.poll(0.1)
+    return producer
+
+
 def snapshot(chain: Chain, broker: Broker) -> dict[str, float]:
     cpu = {p.name: p.cpu() for p in chain.procs}
     cpu["broker"] = cpu_seconds(broker.pid())
@@ -804,7 +829,6 @@ def throughput(
     chain: Chain, broker: Broker, bootstrap: str, tag: str, segments: int, source: Any, tenant: str
 ) -> dict[str, Any]:
     from loopwise.replay import send
-    from loopwise.settings import KafkaSettings
 
     starts = end_offsets(bootstrap, chain.watched())
     if chain.groups:
@@ -814,7 +838,7 @@ def throughput(
     calls = build_calls(tag, segments, source)
     sent = send(
         call_events(calls, tenant),
-        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        producer=replay_producer(bootstrap),
         topics=chain.send_topics,
         speed=0,
     )
@@ -829,14 +853,17 @@ def throughput(
     cpu0 = snapshot(chain, broker)
     load0 = os.getloadavg()[0]
     timeout_s = max(300.0, segments / 5)
-    complete = watch.wait_for(segments, timeout_s, None)
+    complete = watch.wait_for(segments, timeout_s)
     cpu1 = snapshot(chain, broker)
     load1 = os.getloadavg()[0]
+    settle(chain, watch, len(calls))
     watch.close()
     if not complete:
         log(f"{chain.kind}: only {len(watch.seen)} of {segments} decisions in {timeout_s:.0f} s")
+    changelog = sum(end_offsets(bootstrap, chain.changelogs).values()) if chain.changelogs else 0
     records = read_back(bootstrap, starts, f"{tag}-", chain.extra_topics)
     hops = by_hop(chain, records)
+    hop_records = sum(1 for r in records if r.topic in chain.hop_topics.values())
     first = min(hops["transcript"].values(), default=0)
     last = max(hops["decision"].values(), default=0)
     wall = (last - first) / 1000
@@ -851,6 +878,8 @@ def throughput(
         "segments": segments,
         "decided": done,
         "hops_done_s": hops_done,
+        "hop_records_per_segment": round(hop_records / max(done, 1), 2),
+        "changelog_records_per_segment": round(changelog / max(done, 1), 2),
         "complete": complete,
         "wall_s": round(wall, 3),
         "segments_per_s": round(done / wall, 1) if wall > 0 else None,
@@ -878,7 +907,6 @@ def latency(
     tenant: str,
 ) -> dict[str, Any]:
     from loopwise.replay import send
-    from loopwise.settings import KafkaSettings
 
     segments = max(1, round(rate * seconds))
     starts = end_offsets(bootstrap, chain.watched())
@@ -886,14 +914,17 @@ def latency(
     watch = Watch(bootstrap, chain.hop_topics["decision"], starts, f"{tag}-")
     watch.start()
     cpu0 = snapshot(chain, broker)
+    load0 = os.getloadavg()[0]
     sent = send(
         call_events(calls, tenant),
-        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        producer=replay_producer(bootstrap),
         topics=chain.send_topics,
         rate=rate,
     )
-    complete = watch.wait_for(segments, 120, None)
+    complete = watch.wait_for(segments, 120)
     cpu1 = snapshot(chain, broker)
+    load1 = os.getloadavg()[0]
+    settle(chain, watch, len(calls))
     watch.close()
     if not complete:
         log(f"{chain.kind} @ {rate}/s: only {len(watch.seen)} of {segments} decisions")
@@ -905,6 +936,7 @@ def latency(
         "segments": segments,
         "send_rate": sent.send_rate,
         "decided": len(hops["decision"]),
+        "load_1m": [round(load0, 2), round(load1, 2)],
     }
     for hop in HOPS:
         values = [hops[hop][k] - t for k, t in inputs.items() if k in hops[hop]]
@@ -920,6 +952,12 @@ def latency(
         hops["decision"][k] - t for k, t in inputs.items() if k in hops["decision"]
     ]
     return result
+
+
+def settle(chain: Chain, watch: Watch, calls: int) -> None:
+    """Let the text path finish the run's calls (call decisions) before the next run starts."""
+    if chain.changelogs and not watch.wait_for(0, 60, calls=calls):
+        log(f"{chain.kind}: {len(watch.calls)} of {calls} call decisions after 60 s")
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
@@ -1042,6 +1080,10 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         done = " / ".join(f"{h} {fmt(t['hops_done_s'][h])}" for h in HOPS)
         cpu = ", ".join(f"{k} {v:g}" for k, v in t["cpu_s"].items())
         print(f"  round {r['round']} {r['path']}: {done} s; CPU s: {cpu}")
+        print(
+            f"    records per segment on the hop topics {t['hop_records_per_segment']:g}, "
+            f"changelog records per segment {t['changelog_records_per_segment']:g}"
+        )
 
     def rates(path: str) -> list[float]:
         return [r["throughput"]["segments_per_s"] or 0.0 for r in results if r["path"] == path]
@@ -1068,7 +1110,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         )
 
     print("\nLatency from the external segment's record (CreateTime), p50 / p99 ms")
-    head = ("round", "path", "rate", "sent/s", "n", *HOPS, "seen", "CPU ms/seg", "missing")
+    head = ("round", "path", "rate", "sent/s", "n", *HOPS, "seen", "CPU ms/seg", "missing", "load")
     rows = []
     for r in results:
         for lat in r["latency"]:
@@ -1085,6 +1127,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
                     ),
                     lat["cpu_ms_per_segment"],
                     lat["decisions_missing_inputs"],
+                    f"{lat['load_1m'][0]}-{lat['load_1m'][1]}",
                 )
             )
     table(head, rows)
