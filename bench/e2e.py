@@ -1018,7 +1018,8 @@ def warm_up(broker: Broker, args: argparse.Namespace, source: Any, work: Path) -
     """One raw-chain backlog run, not reported, so that round 1 does not meet a cold broker.
 
     Without it a new broker spent 3.0 ms of CPU per segment in the first text-path round and
-    0.47 ms in the second (the JVM's warm-up, presumably: its JIT compiles the hot paths).
+    0.47 ms in the second. With it, the next full run still showed 2.6 against 0.82 ms: the
+    JVM's warm-up is not the whole difference (the machine was shared; the cause is open).
     """
     tag = f"warm{uuid.uuid4().hex[:4]}"
     chain = raw_chain(broker.bootstrap, tag, work / tag, args.partitions)
