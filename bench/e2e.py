@@ -1177,6 +1177,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
 
 
 def table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    if not rows:
+        print("(none)")
+        return
     cells = [tuple(fmt(c) for c in row) for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(head)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
