@@ -154,6 +154,7 @@ def test_sqlite_state_survives_reopening(tmp_path: Path) -> None:
     store = SqliteStateStore(path)
     h = handler(store)
     first = angry_call(h, "call-h")
+    store.flush()  # the worker's before_commit, once per batch
     store.close()
     reopened = SqliteStateStore(path)
     h2 = handler(reopened)
@@ -164,12 +165,48 @@ def test_sqlite_state_survives_reopening(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_sqlite_saves_are_durable_at_flush_only(tmp_path: Path) -> None:
+    """A batch's saves are one transaction: a crash before `flush` (offsets not stored
+    either) loses them all, so the redelivered batch is applied afresh, counted once."""
+    path = tmp_path / "state.sqlite3"
+    store = SqliteStateStore(path)
+    h = handler(store)
+    h(incoming(ev.segment("call-d", 0, "awful"), "d-0"))
+    store.flush()
+    h(incoming(ev.segment("call-d", 1, "terrible"), "d-1"))
+    assert store.recorded("d-1") is not None  # the batch sees its own saves
+    crashed = SqliteStateStore(path)  # another connection: what a restart would find
+    assert crashed.recorded("d-0") is not None and crashed.recorded("d-1") is None
+    state = crashed.load("acme", "call-d")
+    assert state is not None and len(state.turns) == 1
+    crashed.close()
+    store.close()  # closed without flush: the open batch is rolled back
+    reopened = SqliteStateStore(path)
+    assert reopened.recorded("d-1") is None
+    reopened.close()
+
+
+def test_a_failed_save_keeps_the_batch_s_earlier_saves(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path / "s.sqlite3")
+    h = handler(store)
+    h(incoming(ev.segment("call-f", 0, "awful"), "f-0"))
+    before = store.load("acme", "call-f")
+    assert before is not None
+    changed = before.with_turn(ScoredTurn("s9", 90.0, 95.0, -0.9, 0.9, "f-9"))
+    with pytest.raises(TypeError):  # fails after the state row was written: rolled back
+        store.save(changed, "f-9", [object()])  # type: ignore[list-item]
+    store.flush()
+    assert store.recorded("f-0") is not None and store.recorded("f-9") is None
+    assert store.load("acme", "call-f") == before
+
+
 def test_sqlite_forgets_the_oldest_ended_calls(tmp_path: Path) -> None:
     store = SqliteStateStore(tmp_path / "s.sqlite3", retain_ended_calls=2)
     h = handler(store)
     for c in range(4):
         h(incoming(ev.segment(f"k{c}", 0, "awful"), f"k{c}-0"))
         h(incoming(ev.ended(f"k{c}"), f"k{c}-end"))
+        store.flush()
     assert store.call_count() == 2
     assert store.load("acme", "k0") is None and store.load("acme", "k3") is not None
     assert store.load("other-tenant", "k3") is None

@@ -4,10 +4,13 @@ Why SQLite behind the confluent-kafka worker (chosen when the alternative was a 
 table, before the Worker had its changelog-backed `StateStore`): the hot
 path (one score per segment) is stateless and runs on the shared worker with its
 proven dead-letter and offset handling; the per-call state is small (a few
-hundred turns per call) and private to this service. Each input event is applied
-in ONE SQLite transaction that also records the call-level outputs it caused,
-keyed by the input's event id. A redelivered event (after a crash before the
-offset commit) is therefore not counted twice, and its recorded outputs are sent
+hundred turns per call) and private to this service. Each input event's new
+state is written together with the call-level outputs it caused, keyed by the input's
+event id, and the writes of one worker batch are committed in ONE SQLite
+transaction (`flush`, the Worker's `before_commit`: after the batch's outputs are
+acknowledged, before its offsets are stored), so a disk sync is paid per batch, not
+per segment. A redelivered event (after a crash before the offset commit) is
+therefore not counted twice, and its recorded outputs are sent
 again with the same derived event ids, so downstream dedup removes them. The
 store survives a process restart (tested); it is local to a replica, so run the
 service as a StatefulSet with a volume and static group membership
@@ -84,6 +87,10 @@ class StateStore(Protocol):
         """Store a call's new state and the outputs an event caused, atomically."""
         ...
 
+    def flush(self) -> None:
+        """Make every save so far durable (before the worker stores the batch's offsets)."""
+        ...
+
 
 @dataclass
 class MemoryStateStore:
@@ -105,6 +112,9 @@ class MemoryStateStore:
         self.calls[state.key] = state
         self.applied[event_id] = list(outputs)
 
+    def flush(self) -> None:
+        """See StateStore (nothing to do in memory)."""
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -124,7 +134,14 @@ CREATE INDEX IF NOT EXISTS applied_call ON applied (call_key);
 
 
 class SqliteStateStore:
-    """A durable store in one SQLite file (WAL mode; every save is one transaction)."""
+    """A durable store in one SQLite file (WAL mode, synchronous=FULL).
+
+    Saves go into one transaction that `flush` commits: the worker calls it once per batch
+    (`before_commit`), so the disk sync is paid per batch. Each save is its own savepoint:
+    a save that fails leaves the batch's earlier saves in place. Reads on this connection
+    see the batch's saves; a crash before `flush` loses them with the offsets not stored,
+    so the batch is read again and applied afresh.
+    """
 
     def __init__(self, path: Path | str, retain_ended_calls: int = 10_000) -> None:
         self.path = Path(path)
@@ -138,6 +155,8 @@ class SqliteStateStore:
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM applied").fetchone()
         self._seq = int(row[0])
+        self._open = False  # a batch transaction is open
+        self._ended = False  # a call ended in it: trim the ended calls at flush
 
     def recorded(self, event_id: str) -> list[str] | None:
         """See StateStore."""
@@ -156,29 +175,49 @@ class SqliteStateStore:
         return None if row is None else CallState.from_json(row[0])
 
     def save(self, state: CallState, event_id: str, outputs: list[str]) -> None:
-        """See StateStore; also forgets the oldest ended calls beyond the retention count."""
+        """See StateStore: part of the batch transaction until `flush`."""
         with self._lock:
-            self._seq += 1
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
+            if not self._open:
+                db.execute("BEGIN IMMEDIATE")
+                self._open = True
+            db.execute("SAVEPOINT save")
             try:
                 db.execute(
                     "INSERT INTO calls (call_key, state, ended, updated_seq) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(call_key) DO UPDATE SET state = excluded.state, "
                     "ended = excluded.ended, updated_seq = excluded.updated_seq",
-                    (state.key, state.to_json(), int(state.ended), self._seq),
+                    (state.key, state.to_json(), int(state.ended), self._seq + 1),
                 )
                 db.execute(
                     "INSERT OR REPLACE INTO applied (event_id, call_key, outputs, seq) "
                     "VALUES (?, ?, ?, ?)",
-                    (event_id, state.key, json.dumps(outputs), self._seq),
+                    (event_id, state.key, json.dumps(outputs), self._seq + 1),
                 )
-                if state.ended:
+            except BaseException:
+                db.execute("ROLLBACK TO save")
+                db.execute("RELEASE save")
+                raise
+            db.execute("RELEASE save")
+            self._seq += 1
+            self._ended = self._ended or state.ended
+
+    def flush(self) -> None:
+        """See StateStore: commit the batch's saves (and forget the oldest ended calls)."""
+        with self._lock:
+            if not self._open:
+                return
+            db = self._db
+            try:
+                if self._ended:
                     self._forget_old_ended()
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            finally:
+                self._open = False
+                self._ended = False
 
     def _forget_old_ended(self) -> None:
         old = self._db.execute(

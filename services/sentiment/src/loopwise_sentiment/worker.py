@@ -65,5 +65,6 @@ def build_worker(
         handler=InstrumentedHandler(handler),
         output_topics=[settings.output_topic],
         accepted=ACCEPTED,
+        before_commit=store.flush,  # the batch's state, durable before its offsets
     )
     return worker, store
