@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from loopwise_compliance.matching import MatchOptions, find_phrase, normalise, normalise_phrase
+from loopwise_compliance.matching import (
+    MatchOptions,
+    find_all,
+    find_any,
+    find_phrase,
+    normalise,
+    normalise_phrase,
+)
 
 
 def match(text: str, phrase: str, **options: float | bool | int) -> str | None:
@@ -61,3 +68,41 @@ def test_threshold_and_fuzzy_are_configurable() -> None:
     assert match("this call may be recorded", phrase, fuzzy=False) == "this call may be recorded"
     # Phrases shorter than min_fuzzy_chars must be exact even when fuzzy is on.
     assert match("I will cancer it", "cancel", min_fuzzy_chars=7) is None
+
+
+def test_phrases_scored_together_match_as_scored_alone() -> None:
+    # find_any / find_all score every phrase of a list in one call per window size; each
+    # phrase must still get exactly the match it gets on its own, and the list's order decides
+    # ties (find_any: the earliest of the best).
+    phrases = [
+        normalise_phrase(p)
+        for p in [
+            "this call may be recorded",
+            "sue",
+            "i will sue",
+            "cancel",
+            "my husband died",
+            "card number",
+            "not helpful",
+            "speak to a manager",
+            "this call is recorded",
+        ]
+    ]
+    heard = [
+        "um this coal may be record it for training and I will sue if you cancel",
+        "my husband died last week, can I speak to the manager, your card number please",
+        "you have been not helpful at all, this call is recorded",
+        "nothing relevant here",
+        "",
+    ]
+    for options in (MatchOptions(), MatchOptions(threshold=70.0), MatchOptions(fuzzy=False)):
+        for text in heard:
+            words = normalise(text)
+            alone = [find_phrase(words, p, options) for p in phrases]
+            assert find_all(words, phrases, options) == [m for m in alone if m is not None]
+            best = None
+            for m in alone:
+                if m is not None and (best is None or m.similarity > best.similarity):
+                    best = m
+            assert find_any(words, phrases, options) == best
+    assert find_all(normalise(heard[0]), phrases, MatchOptions())  # some do match

@@ -16,10 +16,12 @@ text, so evidence points at what was said.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from rapidfuzz import fuzz, process
 
 _APOSTROPHE = "\u2019"  # typographic apostrophe, as some ASR engines write it
@@ -80,6 +82,7 @@ class Words(list[NormWord]):
     def __init__(self, words: Iterable[NormWord] = ()) -> None:
         super().__init__(words)
         self._windows: dict[int, list[str]] = {}
+        self._first: dict[int, dict[str, int]] = {}
 
     def windows(self, size: int) -> list[str]:
         """Every run of `size` consecutive words, space-joined, in order."""
@@ -89,6 +92,15 @@ class Words(list[NormWord]):
                 " ".join(texts[i : i + size]) for i in range(len(texts) - size + 1)
             ]
         return self._windows[size]
+
+    def first_window(self, size: int) -> dict[str, int]:
+        """Each distinct window of `size` words and the index of its first occurrence."""
+        if size not in self._first:
+            first: dict[str, int] = {}
+            for i, window in enumerate(self.windows(size)):
+                first.setdefault(window, i)
+            self._first[size] = first
+        return self._first[size]
 
 
 def _expand(token: str) -> tuple[str, ...]:
@@ -189,33 +201,79 @@ def words_align(phrase: Sequence[str], heard: Sequence[str], options: MatchOptio
     return go(0, 0)
 
 
-def find_phrase(
-    words: Sequence[NormWord], phrase: str, options: MatchOptions
-) -> PhraseMatch | None:
-    """The best match of one normalised phrase in the words, or None below the threshold."""
-    target = phrase.split()
-    if not target or not words:
-        return None
-    text = words if isinstance(words, Words) else Words(words)
-    k = len(target)
-    if not options.fuzzy or len(phrase) < options.min_fuzzy_chars:
-        windows = text.windows(k)
-        if phrase not in windows:
-            return None
-        i = windows.index(phrase)
-        return PhraseMatch(phrase, text[i].start, text[i + k - 1].end, 100.0)
-    # Score every window in one C call per size, then check word alignment best-first.
-    candidates: list[tuple[float, int, int, int]] = []
-    for order, size in enumerate(n for n in (k, k - 1, k + 1) if n >= 1):
-        hits = process.extract(
-            phrase,
-            text.windows(size),
-            scorer=fuzz.ratio,
-            score_cutoff=options.threshold,
-            limit=None,
+Candidate = tuple[float, int, int, int]
+"""A window worth aligning: (similarity, size order, window index, window size)."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one list of phrases is scored, worked out once per list."""
+
+    phrases: tuple[tuple[str, int, int], ...]
+    """Each phrase, its word count and its index among the fuzzy phrases (-1: exact only)."""
+    by_size: tuple[tuple[int, list[str], tuple[tuple[int, int], ...]], ...]
+    """Per window size: the fuzzy phrases compared with it and (fuzzy index, size order)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan(phrases: tuple[str, ...], fuzzy: bool, min_fuzzy_chars: int) -> _Plan:
+    sized: list[tuple[str, int, int]] = []
+    by_size: dict[int, list[tuple[str, int, int]]] = {}
+    n_fuzzy = 0
+    for phrase in phrases:
+        k = len(phrase.split())
+        if not k or not fuzzy or len(phrase) < min_fuzzy_chars:
+            sized.append((phrase, k, -1))
+            continue
+        sized.append((phrase, k, n_fuzzy))
+        # windows of k, k-1 and k+1 words, in that order of preference
+        for order, size in enumerate(n for n in (k, k - 1, k + 1) if n >= 1):
+            by_size.setdefault(size, []).append((phrase, n_fuzzy, order))
+        n_fuzzy += 1
+    return _Plan(
+        tuple(sized),
+        tuple(
+            (size, [m[0] for m in members], tuple((m[1], m[2]) for m in members))
+            for size, members in by_size.items()
+        ),
+    )
+
+
+def _candidates(text: Words, plan: _Plan, threshold: float) -> dict[int, list[Candidate]]:
+    """Per fuzzy phrase (by index) with any, the windows at or above the threshold, best first.
+
+    All phrases compared with windows of one size are scored in one C call
+    (`rapidfuzz.process.cdist`), not one call per phrase and size.
+    """
+    found: dict[int, list[Candidate]] = {}
+    for size, queries, members in plan.by_size:
+        windows = text.windows(size)
+        if not windows:
+            continue
+        scores = process.cdist(
+            queries, windows, scorer=fuzz.ratio, score_cutoff=threshold, dtype=np.float64
         )
-        candidates.extend((float(score), order, index, size) for _, score, index in hits)
-    candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
+        rows, cols = np.nonzero(scores)
+        for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
+            index, order = members[row]
+            found.setdefault(index, []).append((float(scores[row, col]), order, col, size))
+    for candidates in found.values():
+        candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
+    return found
+
+
+def _exact(text: Words, phrase: str, k: int) -> PhraseMatch | None:
+    i = text.first_window(k).get(phrase)
+    if i is None:
+        return None
+    return PhraseMatch(phrase, text[i].start, text[i + k - 1].end, 100.0)
+
+
+def _aligned(
+    text: Words, phrase: str, candidates: list[Candidate], options: MatchOptions
+) -> PhraseMatch | None:
+    """The first candidate (best first) whose words line up with the phrase's."""
+    target = phrase.split()
     for similarity, _, i, size in candidates:
         window = text[i : i + size]
         if similarity == 100.0 or words_align(target, [w.text for w in window], options):
@@ -223,13 +281,40 @@ def find_phrase(
     return None
 
 
+def _find_each(
+    words: Sequence[NormWord], phrases: Iterable[str], options: MatchOptions
+) -> Iterator[PhraseMatch | None]:
+    """Per phrase in order, its best match or None (fuzzy phrases scored together)."""
+    plan = _plan(tuple(phrases), options.fuzzy, options.min_fuzzy_chars)
+    if not words:
+        yield from (None for _ in plan.phrases)
+        return
+    text = words if isinstance(words, Words) else Words(words)
+    scored = _candidates(text, plan, options.threshold) if plan.by_size else {}
+    for phrase, k, fuzzy_index in plan.phrases:
+        if not k:
+            yield None
+        elif fuzzy_index < 0:
+            yield _exact(text, phrase, k)
+        elif fuzzy_index in scored:
+            yield _aligned(text, phrase, scored[fuzzy_index], options)
+        else:
+            yield None
+
+
+def find_phrase(
+    words: Sequence[NormWord], phrase: str, options: MatchOptions
+) -> PhraseMatch | None:
+    """The best match of one normalised phrase in the words, or None below the threshold."""
+    return next(_find_each(words, [phrase], options))
+
+
 def find_any(
     words: Sequence[NormWord], phrases: Iterable[str], options: MatchOptions
 ) -> PhraseMatch | None:
     """The best match among several normalised phrases (the earliest on ties)."""
     best: PhraseMatch | None = None
-    for phrase in phrases:
-        found = find_phrase(words, phrase, options)
+    for found in _find_each(words, phrases, options):
         if found is not None and (best is None or found.similarity > best.similarity):
             best = found
             if found.similarity == 100.0:
@@ -241,5 +326,4 @@ def find_all(
     words: Sequence[NormWord], phrases: Iterable[str], options: MatchOptions
 ) -> list[PhraseMatch]:
     """Every phrase that matches, each at its best place."""
-    matches = [find_phrase(words, phrase, options) for phrase in phrases]
-    return [m for m in matches if m is not None]
+    return [m for m in _find_each(words, phrases, options) if m is not None]
