@@ -17,7 +17,7 @@ hop1 reads the calls and the external segments, two scorers read calls and hop1'
 a joiner reads calls, hop1 and both scorers and emits once all three results of a segment
 are in. Each stage consumes a batch (poll up to 100 ms for the first record, then what is
 fetched, up to 500), does a trivial transform (json.loads, add a field, json.dumps), produces
-with the services' producer settings (idempotent, acks=all, linger.ms=5, lz4, murmur2) and
+with the services' producer settings (idempotent, acks=all, linger.ms=1000, lz4, murmur2) and
 awaits the acks of the batch before storing its offsets: the shared Worker's guarantee
 without validation, envelopes or state.
 
@@ -697,7 +697,7 @@ def raw_stage(args: argparse.Namespace) -> int:
             "enable.idempotence": True,
             "acks": "all",
             "partitioner": "murmur2_random",
-            "linger.ms": 5,
+            "linger.ms": 1000,
             "compression.type": "lz4",
         }
     )
