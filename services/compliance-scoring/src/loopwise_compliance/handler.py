@@ -156,7 +156,7 @@ class ComplianceScorer:
         new.call_findings = decide_call(cp, new)
         new.revision += 1
         new.late_event_ids.append(event_id)
-        log.info("call_result_revised", call_id=event.call_id, revision=new.revision)
+        log.debug("call_result_revised", call_id=event.call_id, revision=new.revision)
         return Outcome(new, [output, self._call_event(cp, new, event)], revised=True)
 
     def _ended(self, state: CallState | None, event: CallEndedV1, event_id: str) -> Outcome:

@@ -204,8 +204,8 @@ class Router:
     def _progress(self, state: CallState, now: float, *, windows: bool = True) -> list[Emit]:
         emits: list[Emit] = []
         join = self.join
-        for seg in state.ordered_segments():
-            if seg.status != "pending":
+        for seg in state.ordered_segments(lambda s: s.status == "pending"):
+            if seg.status != "pending":  # an earlier decision in this turn may have moved it
                 continue
             complete = (seg.sentiment is not None or not join.needs_sentiment) and (
                 seg.findings is not None or not join.needs_compliance
@@ -213,7 +213,7 @@ class Router:
             seen = seg.seen_at if seg.seen_at is not None else now
             if complete or (windows and now >= seen + join.segment_window_s):
                 emits.extend(self._decide_segment(state, seg, now))
-        for seg in state.ordered_segments():
+        for seg in state.ordered_segments(lambda s: s.recheck):
             if seg.recheck:
                 emits.extend(self._recheck_segment(state, seg, now))
         waiting = any(s.status == "pending" for s in state.segments.values() if s.transcribed)

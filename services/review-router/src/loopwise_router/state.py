@@ -9,7 +9,7 @@ changelog: the bytes written per event stay flat however long the call gets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -183,10 +183,12 @@ class CallState(_State):
             seg = self.segments[segment_id] = SegmentState(segment_id=segment_id)
         return seg
 
-    def ordered_segments(self) -> list[SegmentState]:
-        """Transcribed segments by start time."""
+    def ordered_segments(
+        self, where: Callable[[SegmentState], bool] | None = None
+    ) -> list[SegmentState]:
+        """Transcribed segments by start time (only those `where` accepts, if given)."""
         return sorted(
-            (s for s in self.segments.values() if s.transcribed),
+            (s for s in self.segments.values() if s.transcribed and (where is None or where(s))),
             key=lambda s: (s.start_s, s.segment_id),
         )
 
