@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from loopwise.events import (
+    CallComplianceV1,
     CallEndedV1,
     CallEvent,
     CallMetadataV1,
@@ -103,7 +104,17 @@ class ComplianceState:
         if outcome.revised:
             metrics.REVISIONS.inc()
         metrics.count_outputs(outcome.outputs)
-        emits = [Emit(self.output_topic, out) for out in outcome.outputs]
+        # a call's result revisions replace one another: a batch sends only its last
+        emits = [
+            Emit(
+                self.output_topic,
+                out,
+                supersedes=f"call-result/{out.tenant_id}/{out.call_id}"
+                if isinstance(out, CallComplianceV1)
+                else None,
+            )
+            for out in outcome.outputs
+        ]
         return (outcome.state if outcome.state is not None else state), emits
 
     def tick(self, state: CallState, now: float) -> tuple[CallState | None, list[Emit]]:

@@ -29,6 +29,7 @@ from loopwise_compliance.engine import (
     observe_segment,
 )
 from loopwise_compliance.handler import ComplianceScorer
+from loopwise_compliance.matching import normalise
 
 
 class BadLine(ValueError):
@@ -121,9 +122,10 @@ class BatchScorer:
             call = self._open = _OpenCall(call_id, cp, state)
         if isinstance(item.get("queue"), str):
             call.state.queue = item["queue"]
-        findings = check_segment(call.cp, segment, call_id, call.state.queue)
+        words = normalise(segment.text)
+        findings = check_segment(call.cp, segment, call_id, call.state.queue, words)
         if segment.segment_id not in call.state.seen_segment_ids:
-            observe_segment(call.cp, call.state, segment)
+            observe_segment(call.cp, call.state, segment, words)
         yield {**item, "findings": _dump(findings)}
 
     def _dialogue(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -142,8 +144,9 @@ class BatchScorer:
                 segment = _segment(turn, f"{call_id}:{index}", float(index))
             except BadLine as exc:
                 raise BadLine(f"turn {index}: {exc}") from None
-            findings = check_segment(cp, segment, call_id, queue)
-            observe_segment(cp, state, segment)
+            words = normalise(segment.text)
+            findings = check_segment(cp, segment, call_id, queue, words)
+            observe_segment(cp, state, segment, words)
             turns.append({**turn, "findings": _dump(findings)})
         return {
             **item,

@@ -24,6 +24,7 @@ from loopwise_compliance.matching import (
     MatchOptions,
     NormWord,
     PhraseMatch,
+    Words,
     find_all,
     find_any,
     normalise,
@@ -113,11 +114,15 @@ class CompiledPack:
     pack: RulePack
     phrases: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     patterns: dict[str, list[re.Pattern[str]]] = field(default_factory=dict)
+    universe: dict[MatchOptions, tuple[str, ...]] = field(default_factory=dict)
+    """Per match options, every phrase of the pack's rules that use them: a segment's
+    text is scored against all of them at once (see `matching.find_any`)."""
 
     @classmethod
     def compile(cls, pack: RulePack) -> CompiledPack:
         """Normalise every phrase and compile every pattern of the pack."""
         compiled = cls(pack)
+        universe: dict[MatchOptions, dict[str, None]] = {}
         for rule in pack.rules:
             groups: dict[str, list[str]] = {}
             if isinstance(rule, PhraseRule):
@@ -130,7 +135,11 @@ class CompiledPack:
                 groups["challenge"] = rule.challenge_phrases
                 groups["protected"] = rule.protected_phrases
             for group, phrases in groups.items():
-                compiled.phrases[(rule.id, group)] = [normalise_phrase(p) for p in phrases]
+                normalised = [normalise_phrase(p) for p in phrases]
+                compiled.phrases[(rule.id, group)] = normalised
+                own = universe.setdefault(_options(pack, getattr(rule, "match", None)), {})
+                own.update(dict.fromkeys(normalised))
+        compiled.universe = {options: tuple(phrases) for options, phrases in universe.items()}
         return compiled
 
     def words_of(self, rule_id: str, group: str) -> list[str]:
@@ -141,7 +150,8 @@ class CompiledPack:
 def _phrase_finding(
     cp: CompiledPack, rule: PhraseRule, segment: Segment, words: list[NormWord], call_id: str
 ) -> ComplianceFinding | None:
-    found = find_any(words, cp.words_of(rule.id, "phrases"), _options(cp.pack, rule.match))
+    options = _options(cp.pack, rule.match)
+    found = find_any(words, cp.words_of(rule.id, "phrases"), options, cp.universe.get(options))
     start = end = 0
     similarity = 0.0
     matched: str | None = None
@@ -218,10 +228,18 @@ def _redaction_finding(
 
 
 def check_segment(
-    cp: CompiledPack, segment: Segment, call_id: str, queue: str | None
+    cp: CompiledPack,
+    segment: Segment,
+    call_id: str,
+    queue: str | None,
+    words: Words | None = None,
 ) -> list[ComplianceFinding]:
-    """Findings of the segment-level rules for one segment."""
-    words = normalise(segment.text)
+    """Findings of the segment-level rules for one segment.
+
+    `words`: the segment's text already normalised (the same object may then serve
+    `observe_segment`, sharing its scoring).
+    """
+    words = words if words is not None else normalise(segment.text)
     findings: list[ComplianceFinding] = []
     for rule in cp.pack.rules:
         if not isinstance(rule, PhraseRule | RedactionRule):
@@ -287,14 +305,15 @@ def _hit(segment: Segment, match: PhraseMatch) -> Hit:
     )
 
 
-def observe_segment(cp: CompiledPack, state: CallState, segment: Segment) -> None:
+def observe_segment(
+    cp: CompiledPack, state: CallState, segment: Segment, words: Words | None = None
+) -> None:
     """Fold one (new) segment into the call state for the call-level rules."""
     state.segments_checked += 1
     state.seen_segment_ids.append(segment.segment_id)
     first = state.first_speech_s.get(segment.speaker)
     if first is None or segment.start_s < first:
         state.first_speech_s[segment.speaker] = segment.start_s
-    words: list[NormWord] | None = None
     for rule in cp.pack.rules:
         if not isinstance(rule, RequiredPhraseRule | VerifyBeforeRule):
             continue
@@ -302,6 +321,7 @@ def observe_segment(cp: CompiledPack, state: CallState, segment: Segment) -> Non
             continue
         words = words if words is not None else normalise(segment.text)
         options = _options(cp.pack, rule.match)
+        universe = cp.universe.get(options)
         groups = (
             ["phrases"]
             if isinstance(rule, RequiredPhraseRule)
@@ -314,9 +334,9 @@ def observe_segment(cp: CompiledPack, state: CallState, segment: Segment) -> Non
         for group in groups:
             phrases = cp.words_of(rule.id, group)
             if group == "challenge":
-                matches = find_all(words, phrases, options)
+                matches = find_all(words, phrases, options, universe)
             else:
-                one = find_any(words, phrases, options)
+                one = find_any(words, phrases, options, universe)
                 matches = [one] if one is not None else []
             if matches:
                 key = f"{rule.id}:{group}"

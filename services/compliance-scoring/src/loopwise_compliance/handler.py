@@ -34,6 +34,7 @@ from loopwise_compliance.engine import (
     decide_call,
     observe_segment,
 )
+from loopwise_compliance.matching import normalise
 from loopwise_compliance.rules import PackIndex, RulePack
 
 log = get_logger(__name__)
@@ -126,7 +127,8 @@ class ComplianceScorer:
         cp = self.compiled(event.tenant_id)
         queue = state.queue if state is not None else None
         segment = segment_of(event)
-        findings = check_segment(cp, segment, event.call_id, queue)
+        words = normalise(segment.text)  # once: both rule passes share its scoring
+        findings = check_segment(cp, segment, event.call_id, queue, words)
         output = SegmentComplianceV1(
             tenant_id=event.tenant_id,
             call_id=event.call_id,
@@ -147,7 +149,7 @@ class ComplianceScorer:
                 outputs.append(self._call_event(cp, state, event))
             return Outcome(None, outputs, redelivered=True)
         new = self._fresh(state, event, event.call_id)
-        observe_segment(cp, new, segment)
+        observe_segment(cp, new, segment, words)
         self._remember(new, event_id)
         if new.ended_event_id is None:
             return Outcome(new, [output])

@@ -77,12 +77,25 @@ class NormWord:
 
 
 class Words(list[NormWord]):
-    """Normalised words of one text, with their joined windows cached per window size."""
+    """Normalised words of one text, with their joined windows cached per window size.
+
+    The windows scored against a whole set of phrases (a rule pack's, see `find_any`'s
+    `universe`) are cached too, so the rules of a pack that look at the same text share
+    one scoring pass.
+    """
 
     def __init__(self, words: Iterable[NormWord] = ()) -> None:
         super().__init__(words)
         self._windows: dict[int, list[str]] = {}
         self._first: dict[int, dict[str, int]] = {}
+        self._scored: dict[tuple[_Plan, float], dict[int, list[Candidate]]] = {}
+
+    def scored(self, plan: _Plan, threshold: float) -> dict[int, list[Candidate]]:
+        """`_candidates` of this text for a plan, computed once per plan and threshold."""
+        key = (plan, threshold)
+        if key not in self._scored:
+            self._scored[key] = _candidates(self, plan, threshold)
+        return self._scored[key]
 
     def windows(self, size: int) -> list[str]:
         """Every run of `size` consecutive words, space-joined, in order."""
@@ -205,20 +218,23 @@ Candidate = tuple[float, int, int, int]
 """A window worth aligning: (similarity, size order, window index, window size)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Plan:
-    """How one list of phrases is scored, worked out once per list."""
+    """How one list of phrases is scored, worked out once per list (hashed by identity)."""
 
     phrases: tuple[tuple[str, int, int], ...]
     """Each phrase, its word count and its index among the fuzzy phrases (-1: exact only)."""
     by_size: tuple[tuple[int, list[str], tuple[tuple[int, int], ...]], ...]
     """Per window size: the fuzzy phrases compared with it and (fuzzy index, size order)."""
+    fuzzy_index: dict[str, int]
+    """Each fuzzy phrase's index (the first, for a phrase listed twice)."""
 
 
 @functools.lru_cache(maxsize=4096)
 def _plan(phrases: tuple[str, ...], fuzzy: bool, min_fuzzy_chars: int) -> _Plan:
     sized: list[tuple[str, int, int]] = []
     by_size: dict[int, list[tuple[str, int, int]]] = {}
+    fuzzy_index: dict[str, int] = {}
     n_fuzzy = 0
     for phrase in phrases:
         k = len(phrase.split())
@@ -226,6 +242,7 @@ def _plan(phrases: tuple[str, ...], fuzzy: bool, min_fuzzy_chars: int) -> _Plan:
             sized.append((phrase, k, -1))
             continue
         sized.append((phrase, k, n_fuzzy))
+        fuzzy_index.setdefault(phrase, n_fuzzy)
         # windows of k, k-1 and k+1 words, in that order of preference
         for order, size in enumerate(n for n in (k, k - 1, k + 1) if n >= 1):
             by_size.setdefault(size, []).append((phrase, n_fuzzy, order))
@@ -236,6 +253,7 @@ def _plan(phrases: tuple[str, ...], fuzzy: bool, min_fuzzy_chars: int) -> _Plan:
             (size, [m[0] for m in members], tuple((m[1], m[2]) for m in members))
             for size, members in by_size.items()
         ),
+        fuzzy_index,
     )
 
 
@@ -282,15 +300,37 @@ def _aligned(
 
 
 def _find_each(
-    words: Sequence[NormWord], phrases: Iterable[str], options: MatchOptions
+    words: Sequence[NormWord],
+    phrases: Iterable[str],
+    options: MatchOptions,
+    universe: tuple[str, ...] | None = None,
 ) -> Iterator[PhraseMatch | None]:
-    """Per phrase in order, its best match or None (fuzzy phrases scored together)."""
+    """Per phrase in order, its best match or None (fuzzy phrases scored together).
+
+    With a `universe` (every phrase a caller will ask about with these options, e.g. all
+    of a rule pack's), the text is scored against the whole universe once and each list
+    takes its phrases' windows from that: a phrase's candidates do not depend on which
+    other phrases are scored with it, so the matches are the same.
+    """
     plan = _plan(tuple(phrases), options.fuzzy, options.min_fuzzy_chars)
     if not words:
         yield from (None for _ in plan.phrases)
         return
     text = words if isinstance(words, Words) else Words(words)
-    scored = _candidates(text, plan, options.threshold) if plan.by_size else {}
+    whole = (
+        _plan(universe, options.fuzzy, options.min_fuzzy_chars)
+        if universe is not None and plan.by_size
+        else None
+    )
+    if whole is not None and all(p in whole.fuzzy_index for p in plan.fuzzy_index):
+        shared = text.scored(whole, options.threshold)
+        scored = {
+            i: shared[whole.fuzzy_index[p]]
+            for p, _, i in plan.phrases
+            if i >= 0 and whole.fuzzy_index[p] in shared
+        }
+    else:
+        scored = _candidates(text, plan, options.threshold) if plan.by_size else {}
     for phrase, k, fuzzy_index in plan.phrases:
         if not k:
             yield None
@@ -310,11 +350,14 @@ def find_phrase(
 
 
 def find_any(
-    words: Sequence[NormWord], phrases: Iterable[str], options: MatchOptions
+    words: Sequence[NormWord],
+    phrases: Iterable[str],
+    options: MatchOptions,
+    universe: tuple[str, ...] | None = None,
 ) -> PhraseMatch | None:
     """The best match among several normalised phrases (the earliest on ties)."""
     best: PhraseMatch | None = None
-    for found in _find_each(words, phrases, options):
+    for found in _find_each(words, phrases, options, universe):
         if found is not None and (best is None or found.similarity > best.similarity):
             best = found
             if found.similarity == 100.0:
@@ -323,7 +366,10 @@ def find_any(
 
 
 def find_all(
-    words: Sequence[NormWord], phrases: Iterable[str], options: MatchOptions
+    words: Sequence[NormWord],
+    phrases: Iterable[str],
+    options: MatchOptions,
+    universe: tuple[str, ...] | None = None,
 ) -> list[PhraseMatch]:
     """Every phrase that matches, each at its best place."""
-    return [m for m in _find_each(words, phrases, options) if m is not None]
+    return [m for m in _find_each(words, phrases, options, universe) if m is not None]
