@@ -62,7 +62,10 @@ class Holder:
         event = CallMetadataV1(
             tenant_id="acme", call_id=CALL, occurred_at=datetime.now(UTC), metadata=metadata
         )
-        return Emit(self.output_topic, event)
+        latest = metadata.get("latest")
+        return Emit(
+            self.output_topic, event, supersedes=latest if isinstance(latest, str) else None
+        )
 
     def __call__(self, incoming: Incoming) -> list[Emit]:
         event = incoming.event
@@ -310,3 +313,46 @@ def test_earlier_inputs_are_dead_lettered_with_their_own_coordinates(
 
 if __name__ == "__main__":
     main()
+
+
+def test_a_result_superseded_within_a_batch_is_not_sent_and_the_last_one_always_is(
+    kafka_bootstrap: str, hook_topics: dict[str, str]
+) -> None:
+    from loopwise.metrics import EVENTS_SUPERSEDED
+
+    # Produced before the worker starts, so its batches hold several of them.
+    events = [meta(n=0, latest="k"), meta(n=1), *(meta(n=i, latest="k") for i in range(2, 8))]
+    ids = produce_events(kafka_bootstrap, hook_topics["input"], events)
+    settings = HookSettings(
+        kafka={"bootstrap_servers": kafka_bootstrap},  # type: ignore[arg-type]
+        group_id=hook_topics["group"],
+        input_topics=[hook_topics["input"]],
+        output_topic=hook_topics["output"],
+        dead_letter_topic=hook_topics["dlq"],
+        observability={"host": "127.0.0.1", "port": 0},  # type: ignore[arg-type]
+    )
+    worker, _ = build_worker(settings)
+    dropped_before = EVENTS_SUPERSEDED.labels(SERVICE)._value.get()
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        assert wait_for(
+            lambda: committed(kafka_bootstrap, hook_topics["group"], hook_topics["input"]) == 8,
+            30,
+        ), "the batch was not committed"
+    finally:
+        worker.stop()
+        thread.join(60)
+    dropped = EVENTS_SUPERSEDED.labels(SERVICE)._value.get() - dropped_before
+    seen = echoes(kafka_bootstrap, hook_topics["output"])
+    latest = [i for n, i in enumerate(ids) if n != 1]
+    # The plain output and the last of the superseding ones always go out; each of the
+    # others went out or was counted as superseded, never both, and they come in order.
+    assert seen[ids[1]] == 1 and seen[ids[-1]] == 1, seen
+    assert all(seen[i] <= 1 for i in latest), seen
+    assert sum(seen[i] for i in latest) + dropped == len(latest), (seen, dropped)
+    assert dropped > 0, "eight inputs fetched together made one batch, yet nothing was dropped"
+    order = [
+        metadata_of(r.value)["echo_of"] for r in read_all(kafka_bootstrap, hook_topics["output"])
+    ]
+    assert order == sorted(order, key=ids.index)

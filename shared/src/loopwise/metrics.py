@@ -23,6 +23,11 @@ EVENTS_PRODUCED = Counter(
     "Events delivered to an output topic (dead-letter topics included)",
     ["service", "topic"],
 )
+EVENTS_SUPERSEDED = Counter(
+    "loopwise_events_superseded_total",
+    "Results not produced because a later one of the same call in the same batch replaced them",
+    ["service"],
+)
 EVENTS_DEAD_LETTERED = Counter(
     "loopwise_events_dead_lettered_total",
     "Input events sent to the dead-letter topic, by stage and error class",
@@ -71,6 +76,7 @@ def init_service_metrics(service: str, topics_in: Iterable[str], topics_out: Ite
     EVENTS_IN_PROGRESS.labels(service)
     LAST_PROCESSED.labels(service)
     BATCH_RETRIES.labels(service)
+    EVENTS_SUPERSEDED.labels(service)
 
 
 class ProbeServer:

@@ -116,7 +116,18 @@ class SentimentHandler:
         return []  # call started / metadata: nothing to score
 
     def _emit(self, events: Sequence[TenantEvent]) -> list[Emit]:
-        return [Emit(self.output_topic, e) for e in events]
+        # a call's final (and a late segment's correction of it) replace one another: a
+        # worker batch sends only its last
+        return [
+            Emit(
+                self.output_topic,
+                e,
+                supersedes=f"call-final/{e.tenant_id}/{e.call_id}"
+                if isinstance(e, CallSentimentV1) and e.reason == "call_ended"
+                else None,
+            )
+            for e in events
+        ]
 
     def _replayed(self, event_id: str) -> list[CallSentimentV1] | None:
         recorded = self.store.recorded(event_id)

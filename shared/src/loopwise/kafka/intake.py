@@ -46,6 +46,10 @@ class Emit:
     topic: str
     event: TenantEvent
     event_id: str | None = None
+    supersedes: str | None = None
+    """A result that replaces the last one of the same name (a call's latest compliance
+    result, say): of several with one name in a worker batch, only the last is produced,
+    as the others would be stale before a consumer read them."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,8 @@ class OutRecord:
     headers: Headers
     partition: int | None = None
     """A fixed partition (changelog records follow their input's); None: by key (murmur2)."""
+    supersedes: str | None = None
+    """See `Emit.supersedes`."""
 
 
 MAX_HEADER_BYTES = 65_536
@@ -185,4 +191,5 @@ def encode_output(emit: Emit, parent: Envelope | None, service: str, index: int)
         raise ValueError("an output without a parent input needs an explicit event_id")
     event_id = emit.event_id or output_id(parent.id if parent else "", service, index)
     key, value, headers, _ = encode(emit.event, source=service, parent=parent, event_id=event_id)
-    return OutRecord(emit.topic, key, value, headers)
+    supersedes = None if emit.supersedes is None else f"{emit.topic}\x00{emit.supersedes}"
+    return OutRecord(emit.topic, key, value, headers, supersedes=supersedes)

@@ -69,6 +69,7 @@ from loopwise.metrics import (
     EVENTS_CONSUMED,
     EVENTS_IN_PROGRESS,
     EVENTS_PRODUCED,
+    EVENTS_SUPERSEDED,
     HANDLER_SECONDS,
     LAST_PROCESSED,
     ProbeServer,
@@ -147,6 +148,23 @@ class _Batch:
     pending: int = 0
     failures: list[str] = field(default_factory=list)
     delivered: dict[str, int] = field(default_factory=dict)
+
+
+def _latest_only(outs: list[OutRecord], service: str) -> list[OutRecord]:
+    """The outputs of a batch in order, less those a later one in the batch supersedes.
+
+    The batch's inputs are all committed together after its outputs are acknowledged,
+    so a dropped result's input is covered by the result that replaced it.
+    """
+    last = {out.supersedes: i for i, out in enumerate(outs) if out.supersedes is not None}
+    if not last:
+        return outs
+    kept = [
+        out for i, out in enumerate(outs) if out.supersedes is None or last[out.supersedes] == i
+    ]
+    if len(kept) < len(outs):
+        EVENTS_SUPERSEDED.labels(service).inc(len(outs) - len(kept))
+    return kept
 
 
 def _coordinates(msg: Message) -> tuple[tuple[str, int], int]:
@@ -354,6 +372,7 @@ class Worker:
 
     def _process_batch(self, messages: list[Message]) -> None:
         batch = _Batch()
+        outs: list[OutRecord] = []
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
         EVENTS_IN_PROGRESS.labels(self.service).set(len(messages))
@@ -366,10 +385,10 @@ class Worker:
             tp, offset = _coordinates(msg)
             first.setdefault(tp, offset)
             last[tp] = offset
-            for out in self._process_message(msg):
-                self._produce(out, batch)
-            for out in self._earlier_dead_letters():
-                self._produce(out, batch)
+            outs.extend(self._process_message(msg))
+            outs.extend(self._earlier_dead_letters())
+        for out in _latest_only(outs, self.service):
+            self._produce(out, batch)
         self._await_deliveries(batch)
         self._write_state(batch)
         if not batch.failures and self.before_commit is not None:
