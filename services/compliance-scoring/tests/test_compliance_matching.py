@@ -106,3 +106,35 @@ def test_phrases_scored_together_match_as_scored_alone() -> None:
                     best = m
             assert find_any(words, phrases, options) == best
     assert find_all(normalise(heard[0]), phrases, MatchOptions())  # some do match
+
+
+def test_a_list_scored_from_a_shared_universe_matches_as_scored_alone() -> None:
+    # The rules of a pack take their phrases' windows from one scoring of the text against
+    # every phrase of the pack (the universe); a list, a repeated phrase and a phrase the
+    # universe lacks (scored on its own) must still match exactly as without it.
+    universe = tuple(
+        normalise_phrase(p)
+        for p in ["this call may be recorded", "cancel", "my husband died", "speak to a manager"]
+    )
+    lists = [
+        [universe[0], universe[1]],
+        [universe[2], universe[2], universe[3]],
+        [universe[1], normalise_phrase("card number")],  # not in the universe
+        [normalise_phrase("sue")],  # exact only (too short to fuzz)
+    ]
+    heard = [
+        "um this coal may be record it and I will sue if you cancel",
+        "my husband died, can I speak to the manager, your card number please",
+        "",
+    ]
+    for options in (MatchOptions(), MatchOptions(threshold=70.0)):
+        for text in heard:
+            words = normalise(text)  # one Words object: its shared scoring is cached
+            for phrases in lists:
+                assert find_all(words, phrases, options, universe) == find_all(
+                    normalise(text), phrases, options
+                )
+                assert find_any(words, phrases, options, universe) == find_any(
+                    normalise(text), phrases, options
+                )
+    assert find_all(normalise(heard[1]), lists[1], MatchOptions(), universe)  # some match
