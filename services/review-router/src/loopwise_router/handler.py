@@ -33,6 +33,7 @@ from loopwise_router.state import (
     SegmentState,
     SentimentFacts,
     TaskState,
+    by_start,
 )
 
 __all__ = ["DecisionRejected", "JoinSettings", "OutputTopics", "Router", "item_id"]
@@ -204,7 +205,21 @@ class Router:
     def _progress(self, state: CallState, now: float, *, windows: bool = True) -> list[Emit]:
         emits: list[Emit] = []
         join = self.join
-        for seg in state.ordered_segments(lambda s: s.status == "pending"):
+        # One walk over the call's segments per turn: a status only ever leaves "pending",
+        # and only a decided segment is ever marked for a recheck, so the transcribed
+        # pending segments found here are the only ones that can wait or wake the call.
+        pending: list[SegmentState] = []
+        rechecks: list[SegmentState] = []
+        for seg in state.segments.values():
+            if seg.text is None:  # not transcribed yet: nothing to route
+                continue
+            if seg.status == "pending":
+                pending.append(seg)
+            if seg.recheck:
+                rechecks.append(seg)
+        pending.sort(key=by_start)
+        rechecks.sort(key=by_start)
+        for seg in pending:
             if seg.status != "pending":  # an earlier decision in this turn may have moved it
                 continue
             complete = (seg.sentiment is not None or not join.needs_sentiment) and (
@@ -213,10 +228,10 @@ class Router:
             seen = seg.seen_at if seg.seen_at is not None else now
             if complete or (windows and now >= seen + join.segment_window_s):
                 emits.extend(self._decide_segment(state, seg, now))
-        for seg in state.ordered_segments(lambda s: s.recheck):
+        for seg in rechecks:
             if seg.recheck:
                 emits.extend(self._recheck_segment(state, seg, now))
-        waiting = any(s.status == "pending" for s in state.segments.values() if s.transcribed)
+        pending = [s for s in pending if s.status == "pending"]
         if state.ended_at is not None and state.call_status == "open":
             sentiment_in = state.call_sentiment is not None and state.call_sentiment.at_end
             complete = (
@@ -225,14 +240,14 @@ class Router:
                 and now >= state.ended_at + join.call_grace_s
             )
             expired = windows and now >= state.ended_at + join.call_window_s
-            if not waiting and (complete or expired):
+            if not pending and (complete or expired):
                 emits.extend(self._decide_call(state, now))
-        elif state.recheck and not waiting:
+        elif state.recheck and not pending:
             emits.extend(self._recheck_call(state, now))
         for task in list(state.tasks.values()):
             if task.status == "open" and now >= task.due_at:
                 emits.extend(self._breach(state, task, now))
-        state.wake_at = self._next_wake(state)
+        state.wake_at = self._next_wake(state, [s for s in pending if s.status == "pending"])
         busy = any(t.status == "open" for t in state.tasks.values()) or any(
             s.status in ("pending", "held", "awaiting_call") for s in state.segments.values()
         )
@@ -242,11 +257,11 @@ class Router:
             state.closed_at = None
         return emits
 
-    def _next_wake(self, state: CallState) -> float | None:
+    def _next_wake(self, state: CallState, pending: list[SegmentState]) -> float | None:
+        """When the clock next matters: a pending segment's window, the call's, a task's SLA."""
         times = [
             (s.seen_at if s.seen_at is not None else 0.0) + self.join.segment_window_s
-            for s in state.segments.values()
-            if s.status == "pending" and s.transcribed
+            for s in pending
         ]
         if state.ended_at is not None and state.call_status == "open":
             times.append(state.ended_at + self.join.call_window_s)
