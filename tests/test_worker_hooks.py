@@ -170,19 +170,23 @@ def hook_topics(new_topic: Callable[..., str], group_id: str) -> dict[str, str]:
     }
 
 
+def hook_settings(bootstrap: str, topics: dict[str, str], **extra: Any) -> HookSettings:
+    """Settings of a holder worker in this process on the test's topics."""
+    return HookSettings(
+        kafka={"bootstrap_servers": bootstrap},
+        group_id=topics["group"],
+        input_topics=[topics["input"]],
+        output_topic=topics["output"],
+        dead_letter_topic=topics["dlq"],
+        observability={"host": "127.0.0.1", "port": 0},
+        **extra,
+    )
+
+
 @pytest.fixture
 def running(kafka_bootstrap: str, hook_topics: dict[str, str]) -> Iterator[tuple[Worker, Holder]]:
     """The holder worker in a thread of this process; its first timer turn fails."""
-    settings = HookSettings(
-        kafka={"bootstrap_servers": kafka_bootstrap},  # type: ignore[arg-type]
-        group_id=hook_topics["group"],
-        input_topics=[hook_topics["input"]],
-        output_topic=hook_topics["output"],
-        dead_letter_topic=hook_topics["dlq"],
-        observability={"host": "127.0.0.1", "port": 0},  # type: ignore[arg-type]
-        poll_timeout_s=0.1,
-    )
-    worker, holder = build_worker(settings)
+    worker, holder = build_worker(hook_settings(kafka_bootstrap, hook_topics, poll_timeout_s=0.1))
     holder.fail_next_tick = True
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
@@ -323,15 +327,7 @@ def test_a_result_superseded_within_a_batch_is_not_sent_and_the_last_one_always_
     # Produced before the worker starts, so its batches hold several of them.
     events = [meta(n=0, latest="k"), meta(n=1), *(meta(n=i, latest="k") for i in range(2, 8))]
     ids = produce_events(kafka_bootstrap, hook_topics["input"], events)
-    settings = HookSettings(
-        kafka={"bootstrap_servers": kafka_bootstrap},  # type: ignore[arg-type]
-        group_id=hook_topics["group"],
-        input_topics=[hook_topics["input"]],
-        output_topic=hook_topics["output"],
-        dead_letter_topic=hook_topics["dlq"],
-        observability={"host": "127.0.0.1", "port": 0},  # type: ignore[arg-type]
-    )
-    worker, _ = build_worker(settings)
+    worker, _ = build_worker(hook_settings(kafka_bootstrap, hook_topics))
     dropped_before = EVENTS_SUPERSEDED.labels(SERVICE)._value.get()
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()

@@ -247,7 +247,7 @@ class Router:
         for task in list(state.tasks.values()):
             if task.status == "open" and now >= task.due_at:
                 emits.extend(self._breach(state, task, now))
-        state.wake_at = self._next_wake(state, [s for s in pending if s.status == "pending"])
+        state.wake_at = self._next_wake(state, pending)
         busy = any(t.status == "open" for t in state.tasks.values()) or any(
             s.status in ("pending", "held", "awaiting_call") for s in state.segments.values()
         )
