@@ -13,6 +13,7 @@ import pytest
 
 from loopwise_transcription.audio import encode_g711
 from services.transcription.tests.transcription_helpers import PROMPTS, pcm8k, word_errors
+from tests.support.card_numbers import holds_test_card
 
 STEREO = "fasterwhisper_stereo_diarization.wav"
 LINE_FIELDS = {"file", "text", "start", "end", "speaker", "confidence", "language", "redactions"}
@@ -122,13 +123,13 @@ def test_batch_text_redacts_external_segments_and_passes_other_fields(tmp_path: 
     assert out[0]["start_s"] == 1.5 and out[1]["queue"] == "billing"
     assert [w["word"] for w in out[1]["words"]] == ["my", "social", "is", "[SSN]"]
     assert out[1]["redactions"][0]["type"] == "US_SSN"
-    assert "4111" not in result.stdout and "6789" not in result.stdout
+    assert not holds_test_card(result.stdout) and "6789" not in result.stdout
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": 5, "secret": "4111 1111 1111 1111"}\n')
     result = cli("batch", "--text", str(bad))
     assert result.returncode == 1
-    assert "line 2" in result.stderr and "4111" not in result.stderr
+    assert "line 2" in result.stderr and not holds_test_card(result.stderr)
 
 
 def test_check_config_accepts_defaults_and_names_the_broken_vocabulary_line(
