@@ -257,3 +257,35 @@ def test_segment_after_call_end_revises_the_call_result(kit: Any, scorer: Compli
     again = replay([late])[0]
     assert again.state is None
     assert again.outputs[1] == revised
+
+
+def test_handling_an_event_never_changes_the_state_it_was_given(
+    kit: Any, scorer: ComplianceScorer
+) -> None:
+    """The table keeps the old state until the batch is written: the handler must copy it.
+
+    Every path that changes state runs here (start, segments with hits of every kind,
+    the call decided, a late segment revising it) and each old state must read as it did.
+    """
+    script = kit.script("call-copy")
+    replay = kit.replayer(scorer)
+    events = [
+        script.started(),
+        script.say("agent", 1.0, "Hello, this call is recorded for quality and training."),
+        script.say("customer", 5.0, "My husband died last month and I cannot pay."),
+        script.say("agent", 9.0, "Your balance is forty dollars. Can I have your date of birth?"),
+        script.ended(),
+        script.say("agent", 60.0, "Thank you for verifying, your balance is forty dollars."),
+    ]
+    for event in events:
+        before = replay.state
+        dumped = before.model_dump() if before is not None else None
+        written = set(before._written) if before is not None else None
+        replay([event])
+        assert replay.state is not before
+        if before is not None:
+            assert before.model_dump() == dumped
+            assert before._written == written
+    final = replay.state
+    assert final is not None and final.revision == 1 and final.hits
+    assert len(final.seen_segment_ids) == 4 and len(final.seen_event_ids) == 6

@@ -103,9 +103,25 @@ class ComplianceScorer:
 
     @staticmethod
     def _fresh(state: CallState | None, event: TenantEvent, call_id: str) -> CallState:
+        """A copy of the state to change, leaving the stored one as it was.
+
+        Only the containers the handler changes in place are copied: hits and findings are
+        frozen or replaced whole, never changed in place. (A deep copy cost more than the
+        rules themselves: a call's ids and hits, item by item, for every segment.)
+        """
         if state is None:
             return CallState(tenant_id=event.tenant_id, call_id=call_id)
-        return state.model_copy(deep=True)
+        new = state.model_copy(
+            update={
+                "seen_event_ids": list(state.seen_event_ids),
+                "seen_segment_ids": list(state.seen_segment_ids),
+                "late_event_ids": list(state.late_event_ids),
+                "first_speech_s": dict(state.first_speech_s),
+                "hits": dict(state.hits),
+            }
+        )
+        new._written = set(state._written)
+        return new
 
     @staticmethod
     def _remember(state: CallState, event_id: str) -> None:

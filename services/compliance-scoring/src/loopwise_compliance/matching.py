@@ -257,6 +257,14 @@ def _plan(phrases: tuple[str, ...], fuzzy: bool, min_fuzzy_chars: int) -> _Plan:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _within(plan: _Plan, whole: _Plan) -> tuple[tuple[int, int], ...] | None:
+    """Each fuzzy phrase's index in `plan` and in `whole`; None if `whole` lacks one."""
+    if not all(p in whole.fuzzy_index for p in plan.fuzzy_index):
+        return None
+    return tuple((i, whole.fuzzy_index[p]) for p, _, i in plan.phrases if i >= 0)
+
+
 def _candidates(text: Words, plan: _Plan, threshold: float) -> dict[int, list[Candidate]]:
     """Per fuzzy phrase (by index) with any, the windows at or above the threshold, best first.
 
@@ -322,13 +330,10 @@ def _find_each(
         if universe is not None and plan.by_size
         else None
     )
-    if whole is not None and all(p in whole.fuzzy_index for p in plan.fuzzy_index):
+    pairs = _within(plan, whole) if whole is not None else None
+    if pairs is not None:
         shared = text.scored(whole, options.threshold)
-        scored = {
-            i: shared[whole.fuzzy_index[p]]
-            for p, _, i in plan.phrases
-            if i >= 0 and whole.fuzzy_index[p] in shared
-        }
+        scored = {i: shared[w] for i, w in pairs if w in shared}
     else:
         scored = _candidates(text, plan, options.threshold) if plan.by_size else {}
     for phrase, k, fuzzy_index in plan.phrases:

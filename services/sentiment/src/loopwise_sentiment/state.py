@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -62,7 +62,11 @@ class CallState:
 
     def to_json(self) -> str:
         """Serialise for storage."""
-        return json.dumps(asdict(self))
+        # asdict would copy every turn field by field (recursively); the turns hold only
+        # numbers and strings, so their own __dict__ serialises the same JSON
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["turns"] = [vars(turn) for turn in self.turns]
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> CallState:
