@@ -331,7 +331,7 @@ def _find_each(
         else None
     )
     pairs = _within(plan, whole) if whole is not None else None
-    if pairs is not None:
+    if whole is not None and pairs is not None:
         shared = text.scored(whole, options.threshold)
         scored = {i: shared[w] for i, w in pairs if w in shared}
     else:
