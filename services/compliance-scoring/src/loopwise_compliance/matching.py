@@ -224,37 +224,42 @@ class _Plan:
 
     phrases: tuple[tuple[str, int, int], ...]
     """Each phrase, its word count and its index among the fuzzy phrases (-1: exact only)."""
-    by_size: tuple[tuple[int, list[str], tuple[tuple[int, int], ...]], ...]
-    """Per window size: the fuzzy phrases compared with it and (fuzzy index, size order)."""
+    queries: list[str]
+    """The fuzzy phrases in order: one row of the score matrix each."""
+    rows: tuple[tuple[int, dict[int, int]], ...]
+    """Per row: its fuzzy index and the window sizes it is compared with (size -> order)."""
+    sizes: tuple[int, ...]
+    """Every window size some row is compared with."""
     fuzzy_index: dict[str, int]
     """Each fuzzy phrase's index (the first, for a phrase listed twice)."""
+
+    @property
+    def fuzzy(self) -> bool:
+        """Whether any phrase is matched fuzzily."""
+        return bool(self.queries)
 
 
 @functools.lru_cache(maxsize=4096)
 def _plan(phrases: tuple[str, ...], fuzzy: bool, min_fuzzy_chars: int) -> _Plan:
     sized: list[tuple[str, int, int]] = []
-    by_size: dict[int, list[tuple[str, int, int]]] = {}
+    queries: list[str] = []
+    rows: list[tuple[int, dict[int, int]]] = []
+    sizes: set[int] = set()
     fuzzy_index: dict[str, int] = {}
-    n_fuzzy = 0
     for phrase in phrases:
         k = len(phrase.split())
         if not k or not fuzzy or len(phrase) < min_fuzzy_chars:
             sized.append((phrase, k, -1))
             continue
-        sized.append((phrase, k, n_fuzzy))
-        fuzzy_index.setdefault(phrase, n_fuzzy)
+        index = len(queries)
+        sized.append((phrase, k, index))
+        fuzzy_index.setdefault(phrase, index)
         # windows of k, k-1 and k+1 words, in that order of preference
-        for order, size in enumerate(n for n in (k, k - 1, k + 1) if n >= 1):
-            by_size.setdefault(size, []).append((phrase, n_fuzzy, order))
-        n_fuzzy += 1
-    return _Plan(
-        tuple(sized),
-        tuple(
-            (size, [m[0] for m in members], tuple((m[1], m[2]) for m in members))
-            for size, members in by_size.items()
-        ),
-        fuzzy_index,
-    )
+        allowed = {size: order for order, size in enumerate(n for n in (k, k - 1, k + 1) if n >= 1)}
+        queries.append(phrase)
+        rows.append((index, allowed))
+        sizes.update(allowed)
+    return _Plan(tuple(sized), queries, tuple(rows), tuple(sorted(sizes)), fuzzy_index)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -268,21 +273,31 @@ def _within(plan: _Plan, whole: _Plan) -> tuple[tuple[int, int], ...] | None:
 def _candidates(text: Words, plan: _Plan, threshold: float) -> dict[int, list[Candidate]]:
     """Per fuzzy phrase (by index) with any, the windows at or above the threshold, best first.
 
-    All phrases compared with windows of one size are scored in one C call
-    (`rapidfuzz.process.cdist`), not one call per phrase and size.
+    Every phrase is scored against the windows of every size in one C call
+    (`rapidfuzz.process.cdist`); the pairs whose sizes do not fit (a phrase is compared
+    with windows of one word fewer to one word more) are dropped after. A call per size
+    cost more than the comparisons it saved: most pairs of unlike lengths are rejected
+    at once by the score cutoff.
     """
+    windows: list[str] = []
+    columns: list[tuple[int, int]] = []  # per column: window size, window index
+    for size in plan.sizes:
+        sized = text.windows(size)
+        windows.extend(sized)
+        columns.extend((size, i) for i in range(len(sized)))
+    if not windows:
+        return {}
+    scores = process.cdist(
+        plan.queries, windows, scorer=fuzz.ratio, score_cutoff=threshold, dtype=np.float64
+    )
     found: dict[int, list[Candidate]] = {}
-    for size, queries, members in plan.by_size:
-        windows = text.windows(size)
-        if not windows:
-            continue
-        scores = process.cdist(
-            queries, windows, scorer=fuzz.ratio, score_cutoff=threshold, dtype=np.float64
-        )
-        rows, cols = np.nonzero(scores)
-        for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
-            index, order = members[row]
-            found.setdefault(index, []).append((float(scores[row, col]), order, col, size))
+    rows, cols = np.nonzero(scores)
+    for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
+        index, allowed = plan.rows[row]
+        size, i = columns[col]
+        order = allowed.get(size)
+        if order is not None:
+            found.setdefault(index, []).append((float(scores[row, col]), order, i, size))
     for candidates in found.values():
         candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
     return found
@@ -327,7 +342,7 @@ def _find_each(
     text = words if isinstance(words, Words) else Words(words)
     whole = (
         _plan(universe, options.fuzzy, options.min_fuzzy_chars)
-        if universe is not None and plan.by_size
+        if universe is not None and plan.fuzzy
         else None
     )
     pairs = _within(plan, whole) if whole is not None else None
@@ -335,7 +350,7 @@ def _find_each(
         shared = text.scored(whole, options.threshold)
         scored = {i: shared[w] for i, w in pairs if w in shared}
     else:
-        scored = _candidates(text, plan, options.threshold) if plan.by_size else {}
+        scored = _candidates(text, plan, options.threshold) if plan.fuzzy else {}
     for phrase, k, fuzzy_index in plan.phrases:
         if not k:
             yield None

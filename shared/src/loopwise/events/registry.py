@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import uuid
+from collections.abc import Mapping
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -217,7 +218,7 @@ def encode(
 def decode(
     value: bytes | None,
     headers: Headers | None,
-    accepted: dict[str, type[TenantEvent]] | None = None,
+    accepted: Mapping[str, type[TenantEvent]] | None = None,
 ) -> tuple[Envelope, TenantEvent]:
     """Decode and validate one Kafka message into its envelope and event.
 

@@ -160,7 +160,7 @@ def _admit(
             f"headers are {header_bytes} bytes, limit is {MAX_HEADER_BYTES}",
         )
     try:
-        return decode(value, header_list, dict(accepted))
+        return decode(value, header_list, accepted)
     except EnvelopeError as exc:
         return Rejection("decode", "EnvelopeError", str(exc))
     except UnknownEventType as exc:

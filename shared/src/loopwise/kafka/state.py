@@ -127,6 +127,7 @@ class StateStore(Generic[S]):
         self._touched: set[str] = set()
         self._deleted: set[str] = set()
         self._pending: list[tuple[int, str, Parts]] = []
+        self._pending_bytes = 0
         self.restored_records = 0
         self.written_bytes = 0
         self.written_records = 0
@@ -204,7 +205,10 @@ class StateStore(Generic[S]):
         if parsed is None:
             log.warning("changelog_key_unreadable", partition=partition)
             return
-        key, part = parsed
+        self._apply(partition, *parsed, value)
+
+    def _apply(self, partition: int, key: str, part: str, value: bytes | None) -> None:
+        """One part of a key as the changelog now holds it (None: deleted)."""
         states = self._parts.setdefault(partition, {})
         if value is None:
             parts = states.get(key)
@@ -340,20 +344,22 @@ class StateStore(Generic[S]):
                         self.changelog_topic, _record_key(key, part), value, [], partition=partition
                     )
                 )
+        self._pending_bytes = sum(len(r.value or b"") + len(r.key or b"") for r in records)
         return records
 
     def commit(self) -> None:
         """The pending records were acknowledged: they are the state now."""
         for partition, key, parts in self._pending:
             for part, value in parts.items():
-                self._apply_record(partition, _record_key(key, part), value)
-                self.written_records += 1
-                self.written_bytes += len(value or b"") + len(_record_key(key, part))
+                self._apply(partition, key, part, value)
+            self.written_records += len(parts)
             state = self._live.get(key)
             if state is not None:
                 self.handler.mark_clean(state)
         for key in self._deleted:
             self._partition_of.pop(key, None)
+        self.written_bytes += self._pending_bytes
+        self._pending_bytes = 0
         self._pending = []
         self._touched.clear()
         self._deleted.clear()
@@ -362,6 +368,7 @@ class StateStore(Generic[S]):
         """The batch failed: rebuild every touched state from its acknowledged parts."""
         self.revert(list(self._touched))
         self._pending = []
+        self._pending_bytes = 0
 
     def revert(self, keys: Iterable[str]) -> None:
         """Rebuild these states from the parts last acknowledged (or forget them)."""

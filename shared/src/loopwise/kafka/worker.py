@@ -248,6 +248,9 @@ class Worker:
         init_service_metrics(
             service, settings.input_topics, [*self.output_topics, settings.dead_letter_topic]
         )
+        # every message touches these: their labelled children are looked up once
+        self._handler_seconds = HANDLER_SECONDS.labels(service)
+        self._processed: dict[str, Any] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -590,8 +593,13 @@ class Worker:
             log.exception("handler_failed", call_id=envelope.call_id, event_id=envelope.id)
             return to_dlq("handle", type(exc).__name__, exception_reason(exc))
         finally:
-            HANDLER_SECONDS.labels(self.service).observe(time.perf_counter() - started)
-        EVENTS_CONSUMED.labels(self.service, topic, "processed").inc()
+            self._handler_seconds.observe(time.perf_counter() - started)
+        processed = self._processed.get(topic)
+        if processed is None:
+            processed = self._processed[topic] = EVENTS_CONSUMED.labels(
+                self.service, topic, "processed"
+            )
+        processed.inc()
         return outs
 
     def _encode(self, emit: Emit, parent: Envelope | None, index: int) -> OutRecord:
