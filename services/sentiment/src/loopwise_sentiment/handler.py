@@ -26,7 +26,7 @@ from loopwise.events import (
 from loopwise.kafka.intake import Emit, Incoming
 from loopwise_sentiment.config import AggregationSettings
 from loopwise_sentiment.models import SentimentModel
-from loopwise_sentiment.rolling import ScoredTurn, significant_change, summarise
+from loopwise_sentiment.rolling import CallSummary, ScoredTurn, significant_change, summarise
 from loopwise_sentiment.state import CallState, StateStore
 
 MAX_DERIVED = 10_000
@@ -65,9 +65,11 @@ def call_sentiment(
     reason: Literal["call_ended", "significant_change"],
     occurred_at: datetime,
     extra_derived: Sequence[str] = (),
+    summary: CallSummary | None = None,
 ) -> CallSentimentV1:
-    """The call-level event for a state."""
-    summary = summarise(state.turns, settings.window, settings.neutral_band)
+    """The call-level event for a state (`summary`: its turns' summary, if made already)."""
+    if summary is None:
+        summary = summarise(state.turns, settings.window, settings.neutral_band)
     derived = [t.event_id for t in sorted(state.turns, key=lambda t: t.start_s)]
     derived = [*derived, *extra_derived][-MAX_DERIVED:]
     return CallSentimentV1(
@@ -172,21 +174,24 @@ class SentimentHandler:
                 )
             )
         else:
-            candidate = call_sentiment(
-                self.model,
-                state,
-                self.settings,
-                reason="significant_change",
-                occurred_at=segment.occurred_at,
-            )
+            summary = summarise(state.turns, self.settings.window, self.settings.neutral_band)
             if significant_change(
-                summarise(state.turns, self.settings.window, self.settings.neutral_band),
+                summary,
                 state.last_published,
                 state.last_label,
                 min_segments=self.settings.min_segments,
                 delta=self.settings.significant_delta,
             ):
-                outputs.append(candidate)
+                outputs.append(
+                    call_sentiment(
+                        self.model,
+                        state,
+                        self.settings,
+                        reason="significant_change",
+                        occurred_at=segment.occurred_at,
+                        summary=summary,
+                    )
+                )
         if outputs:
             state = replace(state, last_published=outputs[-1].current, last_label=outputs[-1].label)
         self.store.save(state, event_id, [o.model_dump_json() for o in outputs])
