@@ -45,6 +45,7 @@ def test_demo_runs_the_whole_pipeline(kafka_bootstrap: str, tmp_path: Path) -> N
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "LOOPWISE_DEMO_STATE_DIR": str(tmp_path / "demo"),
+        "LOOPWISE_DEMO_KEEP_CONSOLE": "0",  # a test leaves no process behind
     }
     result = subprocess.run(
         [sys.executable, str(DEMO)],
@@ -81,3 +82,4 @@ def test_demo_runs_the_whole_pipeline(kafka_bootstrap: str, tmp_path: Path) -> N
     for name in SERVICES:
         assert re.search(rf"stopped: {re.escape(name)} +exit status 0", out), name
     assert (tmp_path / "demo" / "audit" / "audit.db").exists()
+    assert not (tmp_path / "console.pid").exists(), "the review console was left running"

@@ -17,7 +17,9 @@ LOOPWISE_DEMO_PORT_BASE (first probe port, default 18081), LOOPWISE_DEMO_TIMEOUT
 (state and logs, default ./var/demo; emptied at the start of a run), LOOPWISE_DEMO_CLIP
 (the stereo recording of the audio call: left agent, right customer), LOOPWISE_DEMO_METRICS_DIR
 (if set, each service's /metrics is saved there as <service>.prom before the services stop),
-LOOPWISE_DEMO_CONSOLE_PORT (the review console's web port, default 8400).
+LOOPWISE_DEMO_CONSOLE_PORT (the review console's web port, default 8400),
+LOOPWISE_DEMO_KEEP_CONSOLE (0: stop the review console with the other services; default 1,
+it stays up for you to sign in).
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ READY_TIMEOUT_S = float(os.environ.get("LOOPWISE_DEMO_READY_TIMEOUT_S", "300"))
 STOP_TIMEOUT_S = 60.0
 CONSOLE_PORT = int(os.environ.get("LOOPWISE_DEMO_CONSOLE_PORT", "8400"))
 CONSOLE_PID = STATE.parent / "console.pid"  # outside STATE: a new run empties STATE
+KEEP_CONSOLE = os.environ.get("LOOPWISE_DEMO_KEEP_CONSOLE", "1") != "0"
 
 OBSERVED = (
     "cx.transcripts",
@@ -1163,7 +1166,7 @@ def main() -> int:
             save_metrics(services)
             stop_services(others)
             failed_tools = report(services)
-            keep_console = console.exited() is None
+            keep_console = KEEP_CONSOLE and console.exited() is None
             elapsed = time.monotonic() - started
             say()
             if complete and not failed_tools:

@@ -31,6 +31,7 @@ def scrapes(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> d
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "LOOPWISE_DEMO_STATE_DIR": str(base / "demo"),
         "LOOPWISE_DEMO_METRICS_DIR": str(base / "metrics"),
+        "LOOPWISE_DEMO_KEEP_CONSOLE": "0",  # a test leaves no process behind
         # Other ports than test_demo_smoke's run, should both ever run at once.
         "LOOPWISE_DEMO_PORT_BASE": os.environ.get("LOOPWISE_TEST_DEMO_METRICS_PORT_BASE", "18181"),
     }

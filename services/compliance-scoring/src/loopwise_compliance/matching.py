@@ -16,6 +16,7 @@ text, so evidence points at what was said.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -232,6 +233,10 @@ class _Plan:
     """Every window size some row is compared with."""
     fuzzy_index: dict[str, int]
     """Each fuzzy phrase's index (the first, for a phrase listed twice)."""
+    fuzzy_position: tuple[int, ...]
+    """Per fuzzy index, the phrase's position in `phrases`."""
+    exact_positions: tuple[int, ...]
+    """Positions of the phrases matched exactly only (empty phrases left out)."""
 
     @property
     def fuzzy(self) -> bool:
@@ -259,7 +264,15 @@ def _plan(phrases: tuple[str, ...], fuzzy: bool, min_fuzzy_chars: int) -> _Plan:
         queries.append(phrase)
         rows.append((index, allowed))
         sizes.update(allowed)
-    return _Plan(tuple(sized), queries, tuple(rows), tuple(sorted(sizes)), fuzzy_index)
+    return _Plan(
+        tuple(sized),
+        queries,
+        tuple(rows),
+        tuple(sorted(sizes)),
+        fuzzy_index,
+        tuple(pos for pos, (_, _, index) in enumerate(sized) if index >= 0),
+        tuple(pos for pos, (_, k, index) in enumerate(sized) if index < 0 and k),
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -280,11 +293,10 @@ def _candidates(text: Words, plan: _Plan, threshold: float) -> dict[int, list[Ca
     at once by the score cutoff.
     """
     windows: list[str] = []
-    columns: list[tuple[int, int]] = []  # per column: window size, window index
+    offsets: list[int] = []  # per size in plan.sizes: the column of its first window
     for size in plan.sizes:
-        sized = text.windows(size)
-        windows.extend(sized)
-        columns.extend((size, i) for i in range(len(sized)))
+        offsets.append(len(windows))
+        windows.extend(text.windows(size))
     if not windows:
         return {}
     scores = process.cdist(
@@ -294,10 +306,13 @@ def _candidates(text: Words, plan: _Plan, threshold: float) -> dict[int, list[Ca
     rows, cols = np.nonzero(scores)
     for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
         index, allowed = plan.rows[row]
-        size, i = columns[col]
+        which = bisect.bisect_right(offsets, col) - 1
+        size = plan.sizes[which]
         order = allowed.get(size)
         if order is not None:
-            found.setdefault(index, []).append((float(scores[row, col]), order, i, size))
+            found.setdefault(index, []).append(
+                (float(scores[row, col]), order, col - offsets[which], size)
+            )
     for candidates in found.values():
         candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
     return found
@@ -322,22 +337,23 @@ def _aligned(
     return None
 
 
-def _find_each(
+def _each_match(
     words: Sequence[NormWord],
     phrases: Iterable[str],
     options: MatchOptions,
     universe: tuple[str, ...] | None = None,
-) -> Iterator[PhraseMatch | None]:
-    """Per phrase in order, its best match or None (fuzzy phrases scored together).
+) -> Iterator[PhraseMatch]:
+    """In phrase order, the best match of each phrase that matches (fuzzy ones scored together).
 
-    With a `universe` (every phrase a caller will ask about with these options, e.g. all
-    of a rule pack's), the text is scored against the whole universe once and each list
-    takes its phrases' windows from that: a phrase's candidates do not depend on which
-    other phrases are scored with it, so the matches are the same.
+    Only phrases that can match are looked at: the exact ones, and the fuzzy ones with a
+    window at or above the threshold. With a `universe` (every phrase a caller will ask
+    about with these options, e.g. all of a rule pack's), the text is scored against the
+    whole universe once and each list takes its phrases' windows from that: a phrase's
+    candidates do not depend on which other phrases are scored with it, so the matches
+    are the same.
     """
     plan = _plan(tuple(phrases), options.fuzzy, options.min_fuzzy_chars)
     if not words:
-        yield from (None for _ in plan.phrases)
         return
     text = words if isinstance(words, Words) else Words(words)
     whole = (
@@ -351,22 +367,24 @@ def _find_each(
         scored = {i: shared[w] for i, w in pairs if w in shared}
     else:
         scored = _candidates(text, plan, options.threshold) if plan.fuzzy else {}
-    for phrase, k, fuzzy_index in plan.phrases:
-        if not k:
-            yield None
-        elif fuzzy_index < 0:
-            yield _exact(text, phrase, k)
-        elif fuzzy_index in scored:
-            yield _aligned(text, phrase, scored[fuzzy_index], options)
+    positions = [plan.fuzzy_position[i] for i in scored]
+    if plan.exact_positions:
+        positions.extend(plan.exact_positions)
+    for position in sorted(positions):
+        phrase, k, fuzzy_index = plan.phrases[position]
+        if fuzzy_index < 0:
+            found = _exact(text, phrase, k)
         else:
-            yield None
+            found = _aligned(text, phrase, scored[fuzzy_index], options)
+        if found is not None:
+            yield found
 
 
 def find_phrase(
     words: Sequence[NormWord], phrase: str, options: MatchOptions
 ) -> PhraseMatch | None:
     """The best match of one normalised phrase in the words, or None below the threshold."""
-    return next(_find_each(words, [phrase], options))
+    return next(_each_match(words, [phrase], options), None)
 
 
 def find_any(
@@ -377,8 +395,8 @@ def find_any(
 ) -> PhraseMatch | None:
     """The best match among several normalised phrases (the earliest on ties)."""
     best: PhraseMatch | None = None
-    for found in _find_each(words, phrases, options, universe):
-        if found is not None and (best is None or found.similarity > best.similarity):
+    for found in _each_match(words, phrases, options, universe):
+        if best is None or found.similarity > best.similarity:
             best = found
             if found.similarity == 100.0:
                 break
@@ -392,4 +410,4 @@ def find_all(
     universe: tuple[str, ...] | None = None,
 ) -> list[PhraseMatch]:
     """Every phrase that matches, each at its best place."""
-    return [m for m in _find_each(words, phrases, options, universe) if m is not None]
+    return list(_each_match(words, phrases, options, universe))
