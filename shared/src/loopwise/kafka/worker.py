@@ -584,10 +584,15 @@ class Worker:
         incoming = Incoming(envelope, event, topic, partition, offset)
         started = time.perf_counter()
         try:
-            with structlog.contextvars.bound_contextvars(
+            # bind + reset, not bound_contextvars: that one reads every context variable
+            # first, twice the cost on every message
+            tokens = structlog.contextvars.bind_contextvars(
                 call_id=envelope.call_id, event_id=envelope.id
-            ):
+            )
+            try:
                 emits = list(self.handler(incoming))
+            finally:
+                structlog.contextvars.reset_contextvars(**tokens)
             outs = [self._encode(emit, envelope, index) for index, emit in enumerate(emits)]
         except Exception as exc:
             log.exception("handler_failed", call_id=envelope.call_id, event_id=envelope.id)
