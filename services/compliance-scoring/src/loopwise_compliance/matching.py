@@ -303,16 +303,19 @@ def _candidates(text: Words, plan: _Plan, threshold: float) -> dict[int, list[Ca
         plan.queries, windows, scorer=fuzz.ratio, score_cutoff=threshold, dtype=np.float64
     )
     found: dict[int, list[Candidate]] = {}
-    rows, cols = np.nonzero(scores)
-    for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
+    # Most rows have no window at the cutoff: find the rows with one first (np.nonzero over
+    # the whole matrix cost more than the scoring, ~90 us for 128 phrases x 100 windows).
+    for row in np.flatnonzero(scores.max(axis=1)).tolist():
         index, allowed = plan.rows[row]
-        which = bisect.bisect_right(offsets, col) - 1
-        size = plan.sizes[which]
-        order = allowed.get(size)
-        if order is not None:
-            found.setdefault(index, []).append(
-                (float(scores[row, col]), order, col - offsets[which], size)
-            )
+        line = scores[row]
+        for col in np.flatnonzero(line).tolist():
+            which = bisect.bisect_right(offsets, col) - 1
+            size = plan.sizes[which]
+            order = allowed.get(size)
+            if order is not None:
+                found.setdefault(index, []).append(
+                    (float(line[col]), order, col - offsets[which], size)
+                )
     for candidates in found.values():
         candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
     return found
