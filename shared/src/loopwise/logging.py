@@ -64,6 +64,9 @@ def configure_logging(service: str, *, log_format: LogFormat = "json", level: st
     """Route structlog and the stdlib root logger to stdout in one format."""
     structlog.configure(
         processors=[
+            # a debug line below the level is dropped here, before the rest of the chain
+            # runs for it (timestamps, context): some sit on every message's path
+            structlog.stdlib.filter_by_level,
             *_SHARED,
             structlog.processors.format_exc_info,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
