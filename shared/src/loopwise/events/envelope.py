@@ -91,26 +91,28 @@ class Envelope:
         """
         values: dict[str, str] = {}
         seen: set[str] = set()
-        for name, raw in headers or []:
-            if raw is None or name not in HEADER_LIMITS:
+        for name, raw in headers or ():
+            limit = HEADER_LIMITS.get(name)
+            if limit is None or raw is None:
                 continue
-            try:
-                if name in seen:
-                    raise EnvelopeError(f"header {name} appears more than once")
+            problem: str | None = None
+            text = ""
+            if name in seen:
+                problem = f"header {name} appears more than once"
+            else:
                 seen.add(name)
                 try:
                     text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
-                except (UnicodeDecodeError, TypeError) as exc:
-                    raise EnvelopeError(f"header {name} is not UTF-8") from exc
-                if len(text) > HEADER_LIMITS[name]:
-                    raise EnvelopeError(
-                        f"header {name} is {len(text)} characters, limit {HEADER_LIMITS[name]}"
-                    )
-            except EnvelopeError:
+                except (UnicodeDecodeError, TypeError):
+                    problem = f"header {name} is not UTF-8"
+                else:
+                    if len(text) > limit:
+                        problem = f"header {name} is {len(text)} characters, limit {limit}"
+            if problem is not None:
                 if name == "traceparent":  # a broken trace context is dropped (W3C), not fatal
                     values.pop(name, None)
                     continue
-                raise
+                raise EnvelopeError(problem)
             values[name] = text
         missing = [
             h for h in ("ce_specversion", "ce_id", "ce_type", "ce_source") if not values.get(h)
