@@ -322,6 +322,7 @@ def router_factory(
             "LOOPWISE_ROUTER_DEAD_LETTER_TOPIC": router_topics["dlq"],
             "LOOPWISE_ROUTER_SEGMENT_WINDOW_S": "3",
             "LOOPWISE_ROUTER_CALL_WINDOW_S": "3",
+            "LOOPWISE_ROUTER_DECISION_PARK_S": "3",
             "LOOPWISE_ROUTER_TICK_INTERVAL_S": "0.2",
             "LOOPWISE_ROUTER_RELOAD_INTERVAL_S": "1",
             "LOOPWISE_ROUTER_OBSERVABILITY__PORT": str(port),

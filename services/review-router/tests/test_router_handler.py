@@ -125,10 +125,45 @@ def test_held_call_waits_for_its_decision_then_releases_once_with_corrections(
     other = router_kit.review_decision("c-hold", task.task_id, decision_id="another")
     with pytest.raises(DecisionRejected, match="already decided"):
         driver.feed(other)
-    with pytest.raises(DecisionRejected, match="unknown task"):
-        driver.feed(router_kit.review_decision("c-hold", "task-nope"))
-    with pytest.raises(DecisionRejected, match="unknown task"):
-        driver.feed(router_kit.review_decision("c-never-seen", "task-nope"))
+    # A decision for a task not known (yet) waits for it, then is given up on.
+    assert driver.feed(router_kit.review_decision("c-hold", "task-nope")) == []
+    assert driver.feed(router_kit.review_decision("c-never-seen", "task-nope")) == []
+    assert set(driver.states["c-hold"]["parked"]) == {"task-nope"}
+    assert driver.router.take_given_up() == []
+    wait = driver.router.join.decision_park_s
+    assert not of(driver.tick("c-hold", wait + 1), ReleasedOutcomeV1)
+    driver.tick("c-never-seen", 0)
+    given_up = driver.router.take_given_up()
+    assert sorted(g.call_id for g in given_up) == ["c-hold", "c-never-seen"]
+    assert all("unknown task task-nope" in g.reason for g in given_up)
+    assert driver.states["c-hold"]["parked"] == {}
+    assert driver.router.empty(CallState.model_validate(driver.states["c-never-seen"]))
+    assert not driver.router.empty(CallState.model_validate(driver.states["c-hold"]))
+
+
+def test_a_decision_read_before_its_task_is_applied_when_the_task_comes(
+    policy_file: Path, router_kit: Any
+) -> None:
+    """After a restart the router can read a decision before the redelivered input that
+    creates its task again (the state written before the kill did not hold the task):
+    the decision waits in the call's state and releases the call once the task is back."""
+    first = Driver(Router(PolicyHolder(policy_file), TOPICS, JoinSettings(5, 10)))
+    (task,) = of(
+        run_call(first, router_kit.call_script("c-race", queue="hold-q")), ReviewTaskCreatedV1
+    )
+    decision = router_kit.review_decision("c-race", task.task_id)
+
+    restarted = Driver(Router(PolicyHolder(policy_file), TOPICS, JoinSettings(5, 10)))
+    assert restarted.feed(decision) == []  # no state, no task: parked
+    emits = run_call(restarted, router_kit.call_script("c-race", queue="hold-q"))
+    (again,) = of(emits, ReviewTaskCreatedV1)
+    assert again.task_id == task.task_id
+    calls = [o for o in of(emits, ReleasedOutcomeV1) if o.scope == "call"]
+    assert len(calls) == 1 and calls[0].release == "reviewed"
+    assert calls[0].decision_id == decision.decision_id
+    assert restarted.states["c-race"]["parked"] == {}
+    assert restarted.router.take_given_up() == []
+    assert restarted.feed(decision) == []  # the same decision redelivered: nothing new
 
 
 def test_rejected_hold_releases_nothing(driver: Driver, router_kit: Any) -> None:

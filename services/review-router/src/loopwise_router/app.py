@@ -25,6 +25,7 @@ from loopwise.events import (
     CallMetadataV1,
     CallSentimentV1,
     CallStartedV1,
+    Envelope,
     ReleasedOutcomeV1,
     ReviewDecisionV1,
     ReviewTaskCreatedV1,
@@ -37,7 +38,7 @@ from loopwise.events import (
     TranscriptSegmentV1,
 )
 from loopwise.kafka import Worker
-from loopwise.kafka.intake import Emit, Incoming
+from loopwise.kafka.intake import DeadLetterRequest, Emit, Incoming
 from loopwise.kafka.state import StateStore, changelog_topic_name, ensure_changelog
 from loopwise.kafka.worker import serve
 from loopwise.logging import configure_logging, get_logger
@@ -135,7 +136,12 @@ class RouterState:
         self, state: CallState | None, incoming: Incoming, now: float
     ) -> tuple[CallState | None, list[Emit]]:
         new, emits = self.router.handle(
-            state, incoming.event, incoming.envelope.id, now, partition=incoming.partition
+            state,
+            incoming.event,
+            incoming.envelope.id,
+            now,
+            partition=incoming.partition,
+            origin=(incoming.topic, incoming.partition, incoming.offset),
         )
         count(emits)
         return new, emits
@@ -145,7 +151,29 @@ class RouterState:
             return None, []  # kept long enough after it closed: forget it (tombstones)
         emits = self.router.tick(state, now)
         count(emits)
+        if self.router.empty(state):
+            return None, emits  # made only to park a decision, given up on since
         return state, emits
+
+    def take_dead_letters(self) -> list[DeadLetterRequest]:
+        """Parked decisions whose task never came, as dead letters of their own input."""
+        requests = []
+        for given in self.router.take_given_up():
+            parked = given.parked
+            if parked.topic is None or parked.partition is None or parked.offset is None:
+                log.warning("parked_decision_dropped", call_id=given.call_id, reason=given.reason)
+                continue
+            event = ReviewDecisionV1.model_validate_json(parked.decision)
+            envelope = Envelope(
+                type=ReviewDecisionV1.event_type,
+                source="unknown",
+                id=parked.event_id,
+                tenant_id=given.tenant_id,
+                call_id=given.call_id,
+            )
+            incoming = Incoming(envelope, event, parked.topic, parked.partition, parked.offset)
+            requests.append(DeadLetterRequest(incoming, "DecisionRejected", given.reason))
+        return requests
 
     def wake_at(self, state: CallState) -> float | None:
         if state.closed_at is not None:
@@ -187,6 +215,7 @@ def build_router(settings: RouterSettings, policy: PolicyHolder) -> Router:
             needs_sentiment=settings.needs_sentiment,
             needs_compliance=settings.needs_compliance,
             retain_closed_s=settings.retain_closed_s,
+            decision_park_s=settings.decision_park_s,
         ),
     )
 
@@ -195,9 +224,8 @@ def build_service(settings: RouterSettings) -> RouterService:
     """Build the router; a broken policy file raises ConfigFileError before anything starts."""
     holder = PolicyHolder(settings.policy_path)
     router = build_router(settings, holder)
-    store: StateStore[CallState] = StateStore(
-        RouterState(router), changelog_topic_name(settings.group_id)
-    )
+    handler = RouterState(router)
+    store: StateStore[CallState] = StateStore(handler, changelog_topic_name(settings.group_id))
     timeouts = {
         "session.timeout.ms": int(settings.session_timeout_s * 1000),
         "heartbeat.interval.ms": int(settings.heartbeat_interval_s * 1000),
@@ -226,6 +254,7 @@ def build_service(settings: RouterSettings) -> RouterService:
         tick=clock,
         tick_interval_s=settings.tick_interval_s,
         state=store,
+        dead_letters=handler.take_dead_letters,
     )
     return RouterService(worker, settings, holder, router, store)
 

@@ -77,6 +77,15 @@ class RouterSettings(WorkerSettings):
     reload_interval_s: float = Field(
         default=5.0, gt=0, description="How often the policy file is checked for changes"
     )
+    decision_park_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description=(
+            "Keep a review decision whose task is not known yet this long (after a restart "
+            "the decision can come before the redelivered input that creates its task); "
+            "then dead-letter it"
+        ),
+    )
     retain_closed_s: float = Field(
         default=7 * 86400.0,
         ge=0,

@@ -24,19 +24,23 @@ from loopwise.events import (
     TranscriptSegmentV1,
 )
 from loopwise.kafka.intake import Emit
+from loopwise.logging import get_logger
 from loopwise_router.outputs import MAX_DERIVED, OutputEvents, OutputTopics, item_id
 from loopwise_router.policy import Policy, Priority
 from loopwise_router.routing import Verdict, route_call, route_segment
 from loopwise_router.state import (
     CallSentimentFacts,
     CallState,
+    ParkedDecision,
     SegmentState,
     SentimentFacts,
     TaskState,
     by_start,
 )
 
-__all__ = ["DecisionRejected", "JoinSettings", "OutputTopics", "Router", "item_id"]
+__all__ = ["DecisionRejected", "GivenUp", "JoinSettings", "OutputTopics", "Router", "item_id"]
+
+log = get_logger(__name__)
 
 _RAISE: dict[str, Priority] = {"p4": "p3", "p3": "p2", "p2": "p1", "p1": "p1"}
 _STRENGTH: dict[str, int] = {"auto": 0, "sample": 1, "hold": 2}
@@ -65,6 +69,17 @@ class JoinSettings:
     needs_sentiment: bool = True
     needs_compliance: bool = True
     retain_closed_s: float = 7 * 86400.0
+    decision_park_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class GivenUp:
+    """A parked decision whose task never came: to be dead-lettered with its coordinates."""
+
+    tenant_id: str
+    call_id: str
+    parked: ParkedDecision
+    reason: str
 
 
 class Router:
@@ -80,6 +95,8 @@ class Router:
         self.topics = topics
         self.join = join or JoinSettings()
         self.out = OutputEvents(policy, topics)
+        self.given_up: list[GivenUp] = []
+        """Parked decisions given up on (`take_given_up` empties it)."""
 
     # ---- inputs -------------------------------------------------------------------------
 
@@ -90,22 +107,94 @@ class Router:
         event_id: str,
         now: float,
         partition: int | None = None,
+        origin: tuple[str, int, int] | None = None,
     ) -> tuple[CallState, list[Emit]]:
-        """Apply one input event to a call's state; return the new state and the outputs."""
+        """Apply one input event to a call's state; return the new state and the outputs.
+
+        A decision for a task the state does not hold (yet) is parked, not rejected: after
+        a restart the router can read it before the redelivered input that creates the
+        task again. It is applied when the task appears, or dead-lettered after
+        `decision_park_s` (`origin`: its topic, partition and offset, for that).
+        """
         call_id = str(getattr(event, "call_id", ""))
         if state is None:
-            if isinstance(event, ReviewDecisionV1):
-                raise DecisionRejected(f"unknown task {event.task_id}: no state for call {call_id}")
             state = CallState(tenant_id=event.tenant_id, call_id=call_id)
         if partition is not None:
             state.partition = partition
         emits: list[Emit] = []
         if isinstance(event, ReviewDecisionV1):
-            emits.extend(self._apply_decision(state, event, now))
+            if event.task_id in state.tasks:
+                emits.extend(self._apply_decision(state, event, now))
+            else:
+                self._park(state, event, event_id, now, origin)
         else:
             self._apply(state, event, event_id, now)
-        emits.extend(self._progress(state, now, windows=False))
+        emits.extend(self._settle(state, now, windows=False))
         return state, emits
+
+    def _park(
+        self,
+        state: CallState,
+        decision: ReviewDecisionV1,
+        event_id: str,
+        now: float,
+        origin: tuple[str, int, int] | None,
+    ) -> None:
+        if decision.task_id in state.parked:
+            return  # redelivered while parked: the first one waits
+        topic, partition, offset = origin if origin is not None else (None, None, None)
+        state.parked[decision.task_id] = ParkedDecision(
+            decision=decision.model_dump_json(),
+            event_id=event_id,
+            parked_at=now,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+        )
+        log.info("decision_parked", call_id=state.call_id, task_id=decision.task_id)
+
+    def _settle(self, state: CallState, now: float, *, windows: bool) -> list[Emit]:
+        """Route what is due; apply parked decisions whose task now exists; expire the rest."""
+        emits = self._progress(state, now, windows=windows)
+        if any(task_id in state.tasks for task_id in state.parked):
+            for task_id in [t for t in state.parked if t in state.tasks]:
+                parked = state.parked.pop(task_id)
+                decision = ReviewDecisionV1.model_validate_json(parked.decision)
+                try:
+                    emits.extend(self._apply_decision(state, decision, now))
+                except DecisionRejected as exc:
+                    self.given_up.append(GivenUp(state.tenant_id, state.call_id, parked, str(exc)))
+                log.info("decision_unparked", call_id=state.call_id, task_id=task_id)
+            emits.extend(self._progress(state, now, windows=windows))
+        for task_id, parked in list(state.parked.items()):
+            if now >= parked.parked_at + self.join.decision_park_s:
+                del state.parked[task_id]
+                reason = (
+                    f"unknown task {task_id} for call {state.call_id}: no such task came "
+                    f"within {self.join.decision_park_s:g} s"
+                )
+                self.given_up.append(GivenUp(state.tenant_id, state.call_id, parked, reason))
+        if state.parked:
+            state.closed_at = None  # a parked decision keeps the call open
+            expiry = min(p.parked_at for p in state.parked.values()) + self.join.decision_park_s
+            state.wake_at = expiry if state.wake_at is None else min(state.wake_at, expiry)
+        return emits
+
+    def take_given_up(self) -> list[GivenUp]:
+        """The parked decisions given up on since the last call."""
+        taken, self.given_up = self.given_up, []
+        return taken
+
+    def empty(self, state: CallState) -> bool:
+        """Whether a state holds nothing (one made only to park a decision, since given up)."""
+        return not (
+            state.started
+            or state.segments
+            or state.tasks
+            or state.parked
+            or state.ended_at is not None
+            or state.sources
+        )
 
     def tick(self, state: CallState, now: float) -> list[Emit]:
         """Let time pass for a call: close join windows, escalate or expire tasks.
@@ -113,7 +202,7 @@ class Router:
         Only the clock closes a join window (an input decides only what it completes), so
         the service can hold its clock back while it reads a backlog after a restart.
         """
-        return self._progress(state, now)
+        return self._settle(state, now, windows=True)
 
     def _apply(self, state: CallState, event: TenantEvent, event_id: str, now: float) -> None:
         if self._join(state, event, event_id, now) and state.call_status != "open":

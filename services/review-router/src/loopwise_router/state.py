@@ -123,6 +123,18 @@ def by_start(seg: SegmentState) -> tuple[float, str]:
     return (seg.start_s, seg.segment_id)
 
 
+class ParkedDecision(_State):
+    """A review decision that came before its task (after a router restart, the decision
+    can be read before the redelivered input that creates the task again)."""
+
+    decision: str = Field(description="The ReviewDecisionV1, as JSON")
+    event_id: str = Field(description="Its event id")
+    parked_at: float = Field(description="Epoch seconds it was parked")
+    topic: str | None = Field(default=None, description="Where it was read (for a dead letter)")
+    partition: int | None = Field(default=None, description="Its partition")
+    offset: int | None = Field(default=None, description="Its offset")
+
+
 class TaskState(_Part):
     """A review task and its SLA clock."""
 
@@ -192,6 +204,9 @@ class CallState(_State):
     )
     call_sentiment_source: str | None = Field(
         default=None, description="Event id of the call sentiment held (each replaces the last)"
+    )
+    parked: dict[str, ParkedDecision] = Field(
+        default_factory=dict, description="Decisions for tasks not created yet, by task id"
     )
     wake_at: float | None = Field(default=None, description="Next time the clock matters")
     closed_at: float | None = Field(default=None, description="When nothing was left to do")
