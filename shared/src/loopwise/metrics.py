@@ -57,6 +57,12 @@ DELIVERY_FAILURES = Counter(
     "Produce attempts that failed after the producer's own retries; the batch is retried",
     ["service", "topic"],
 )
+BATCH_SIZE = Histogram(
+    "loopwise_batch_size",
+    "Input records in one worker batch (small batches under load mean more round trips)",
+    ["service"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+)
 BATCH_RETRIES = Counter(
     "loopwise_batch_retries_total",
     "Input batches re-processed because an output could not be delivered",
@@ -76,6 +82,7 @@ def init_service_metrics(service: str, topics_in: Iterable[str], topics_out: Ite
     EVENTS_IN_PROGRESS.labels(service)
     LAST_PROCESSED.labels(service)
     BATCH_RETRIES.labels(service)
+    BATCH_SIZE.labels(service)
     EVENTS_SUPERSEDED.labels(service)
 
 

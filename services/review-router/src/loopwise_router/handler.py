@@ -294,12 +294,13 @@ class Router:
     def _progress(self, state: CallState, now: float, *, windows: bool = True) -> list[Emit]:
         emits: list[Emit] = []
         join = self.join
-        # One walk over the call's segments per turn: a status only ever leaves "pending",
-        # and only a decided segment is ever marked for a recheck, so the transcribed
-        # pending segments found here are the only ones that can wait or wake the call.
+        # One walk over the call's live segments per turn (not all of them: an event costs
+        # the same however long the call): a status only ever leaves "pending", and only a
+        # decided segment is ever marked for a recheck, so the transcribed pending segments
+        # found here are the only ones that can wait or wake the call.
         pending: list[SegmentState] = []
         rechecks: list[SegmentState] = []
-        for seg in state.segments.values():
+        for seg in state.live_segments():  # settled segments need nothing from the clock
             if seg.text is None:  # not transcribed yet: nothing to route
                 continue
             if seg.status == "pending":
@@ -338,7 +339,7 @@ class Router:
                 emits.extend(self._breach(state, task, now))
         state.wake_at = self._next_wake(state, pending)
         busy = any(t.status == "open" for t in state.tasks.values()) or any(
-            s.status in ("pending", "held", "awaiting_call") for s in state.segments.values()
+            s.status in ("pending", "held", "awaiting_call") for s in state.live_segments()
         )
         if state.call_status != "open" and not busy:
             state.closed_at = state.closed_at or now

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from loopwise_router.policy import Mode, Outcome, Priority
 
 SegmentStatus = Literal["pending", "released", "held", "awaiting_call", "rejected"]
+_SETTLED = frozenset({"released", "rejected"})
 TaskStatus = Literal["open", "decided", "expired"]
 
 
@@ -34,11 +35,18 @@ class _Part(_State):
     """
 
     _dirty: bool = PrivateAttr(default=True)
+    # the owning call's set of changed segment ids (see CallState.live_segments); None
+    # until the call attaches the part
+    _touched: set[str] | None = PrivateAttr(default=None)
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
         if not name.startswith("_"):
-            self.__pydantic_private__["_dirty"] = True  # type: ignore[index]
+            private = self.__pydantic_private__
+            private["_dirty"] = True  # type: ignore[index]
+            touched = private.get("_touched")  # type: ignore[union-attr]
+            if touched is not None:
+                touched.add(self.__dict__["segment_id"])
 
     @property
     def dirty(self) -> bool:
@@ -211,12 +219,82 @@ class CallState(_State):
     wake_at: float | None = Field(default=None, description="Next time the clock matters")
     closed_at: float | None = Field(default=None, description="When nothing was left to do")
 
+    # An index over the segments, so that an event costs the same however long the call:
+    # every change of an attached segment adds its id to `_touched`; `_live` holds the ids
+    # of segments that may still be routed, rechecked or keep the call busy, `_unwritten`
+    # those changed since the parts were last written. Built on first use (after a load,
+    # a copy, or segments added to the dict directly) by one walk over the segments.
+    _touched: set[str] = PrivateAttr(default_factory=set)
+    _live: set[str] | None = PrivateAttr(default=None)
+    _unwritten: set[str] = PrivateAttr(default_factory=set)
+    _attached: int = PrivateAttr(default=-1)
+
     def segment(self, segment_id: str) -> SegmentState:
         """The segment with this id, created empty on first sight."""
         seg = self.segments.get(segment_id)
         if seg is None:
             seg = self.segments[segment_id] = SegmentState(segment_id=segment_id)
+            index = self.__pydantic_private__
+            assert index is not None
+            if index["_live"] is not None and index["_attached"] == len(self.segments) - 1:
+                seg.__pydantic_private__["_touched"] = index["_touched"]  # type: ignore[index]
+                index["_attached"] += 1
+                index["_touched"].add(segment_id)
         return seg
+
+    # The index is read straight from pydantic's private-attribute dict: going through
+    # pydantic's __getattr__ for it on every event cost more than the walk it saves.
+    def _indexed(self) -> set[str]:
+        """The live ids, with every change since the last call taken in."""
+        index = self.__pydantic_private__
+        assert index is not None
+        live: set[str] | None = index["_live"]
+        touched: set[str] = index["_touched"]
+        segments = self.segments
+        if live is None or index["_attached"] != len(segments):
+            for seg in segments.values():
+                seg.__pydantic_private__["_touched"] = touched  # type: ignore[index]
+            live = index["_live"] = set(segments)
+            index["_unwritten"] = set(segments)
+            index["_attached"] = len(segments)
+            touched.clear()
+        elif touched:
+            live |= touched
+            index["_unwritten"] |= touched
+            touched.clear()
+        return live
+
+    def live_segments(self) -> list[SegmentState]:
+        """Segments not settled: pending, held, awaiting the call, or marked for a recheck.
+
+        A released or rejected segment without a recheck needs nothing more from the
+        clock; it becomes live again only through a change (a late score sets `recheck`),
+        which the index sees.
+        """
+        live = self._indexed()
+        segments = self.segments
+        found: list[SegmentState] = []
+        settled: list[str] = []
+        for segment_id in live:
+            seg = segments.get(segment_id)
+            if seg is None or (seg.status in _SETTLED and not seg.recheck):
+                settled.append(segment_id)
+            else:
+                found.append(seg)
+        live.difference_update(settled)
+        return found
+
+    def unwritten_segments(self) -> list[SegmentState]:
+        """Segments changed since the parts were last written (a superset: check `dirty`)."""
+        self._indexed()
+        unwritten: set[str] = self.__pydantic_private__["_unwritten"]  # type: ignore[index]
+        segments = self.segments
+        return [segments[i] for i in sorted(unwritten) if i in segments]
+
+    def written(self) -> None:
+        """Every segment part as it is now is on the changelog."""
+        self._indexed()
+        self.__pydantic_private__["_unwritten"].clear()  # type: ignore[index]
 
     def ordered_segments(
         self, where: Callable[[SegmentState], bool] | None = None
@@ -238,9 +316,9 @@ def dirty_parts(state: CallState) -> dict[str, bytes | None]:
     parts: dict[str, bytes | None] = {
         HEADER: state.model_dump_json(exclude={"segments", "tasks"}).encode("utf-8")
     }
-    for segment_id, seg in state.segments.items():
+    for seg in state.unwritten_segments():
         if seg.dirty:
-            parts[_SEGMENT + segment_id] = seg.model_dump_json().encode("utf-8")
+            parts[_SEGMENT + seg.segment_id] = seg.model_dump_json().encode("utf-8")
     for task_id, task in state.tasks.items():
         if task.dirty:
             parts[_TASK + task_id] = task.model_dump_json().encode("utf-8")
@@ -249,9 +327,10 @@ def dirty_parts(state: CallState) -> dict[str, bytes | None]:
 
 def mark_clean(state: CallState) -> None:
     """Every part of the state was written."""
-    for part in (*state.segments.values(), *state.tasks.values()):
+    for part in (*state.unwritten_segments(), *state.tasks.values()):
         if part.dirty:
             part.mark_written()
+    state.written()
 
 
 def load_parts(parts: Mapping[str, bytes]) -> CallState:

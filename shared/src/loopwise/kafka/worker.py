@@ -64,6 +64,7 @@ from loopwise.kafka.state import StateStore
 from loopwise.logging import get_logger, librdkafka_logger
 from loopwise.metrics import (
     BATCH_RETRIES,
+    BATCH_SIZE,
     CONSUMER_LAG,
     DELIVERY_FAILURES,
     EVENTS_CONSUMED,
@@ -250,6 +251,9 @@ class Worker:
         )
         # every message touches these: their labelled children are looked up once
         self._handler_seconds = HANDLER_SECONDS.labels(service)
+        self._batch_size = BATCH_SIZE.labels(service)
+        self._batches = 0
+        self._batched = 0
         self._processed: dict[str, Any] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -324,7 +328,7 @@ class Worker:
             self._consumer.close()
         if self._probes is not None:
             self._probes.stop()
-        log.info("worker_stopped")
+        log.info("worker_stopped", batches=self._batches, records=self._batched)
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -379,6 +383,9 @@ class Worker:
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
         EVENTS_IN_PROGRESS.labels(self.service).set(len(messages))
+        self._batch_size.observe(len(messages))
+        self._batches += 1
+        self._batched += len(messages)
         for msg in messages:
             err = msg.error()
             if err is not None:
