@@ -1,6 +1,6 @@
 """The text path end to end, next to a raw confluent-kafka chain with the same hops (issue 9).
 
-    uv run python bench/e2e.py [--segments 5000] [--rates 25,100] [--rounds 2] [--json]
+    uv run python bench/e2e.py [--segments 20000] [--rates 25,100] [--rounds 2] [--json]
 
 Text path: external transcript segments (loopwise.cx.transcripts.external, plus CallStarted
 and CallEnded on loopwise.cx.calls, all sent by `loopwise.replay`) -> transcription ->
@@ -36,12 +36,13 @@ For each round (real and raw alternate, ABBA order across rounds):
   delivery; "seen" is when this script's consumer received the routing decision (the last
   delivery included).
 
-Before the rounds, one raw-chain backlog run warms the broker up (not reported;
---no-warmup skips it). Rounds are isolated: real rounds use new call ids and new consumer
-groups committed at the end of every topic before their input is produced (so new router
-and compliance changelogs too); raw rounds use new topics. By default the script starts
-its own broker (`deploy/local/kafka.sh up` on free ports, a temporary data dir, `down
---purge` at the end); --bootstrap uses a running one instead. Results: docs/benchmarks.md.
+Before the rounds, one raw-chain backlog run and one short text-path backlog run warm the
+broker up (not reported; --no-warmup skips them). Rounds are isolated: real rounds use new
+call ids and new consumer groups committed at the end of every topic before their input is
+produced (so new router and compliance changelogs too); raw rounds use new topics. By
+default the script starts its own broker (`deploy/local/kafka.sh up` on free ports, a
+temporary data dir, `down --purge` at the end); --bootstrap uses a running one instead.
+Results: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -1015,17 +1016,30 @@ def run_round(
 
 
 def warm_up(broker: Broker, args: argparse.Namespace, source: Any, work: Path) -> None:
-    """One raw-chain backlog run, not reported, so that round 1 does not meet a cold broker.
+    """One backlog run of each path, not reported, so that round 1 does not meet a cold broker.
 
-    Without it a new broker spent 3.0 ms of CPU per segment in the first text-path round and
-    0.47 ms in the second. With it, the next full run still showed 2.6 against 0.82 ms: the
-    JVM's warm-up is not the whole difference (the machine was shared; the cause is open).
+    With a raw-chain warm-up only, a new broker still spent 3-12x more CPU per segment in
+    the first text-path round than in the second (7 Dec: 4.18 s against 0.35 s for 5,000
+    segments), its JIT compiler threads busy for the first ~10 s: the text path's
+    compacted changelogs and many producers take broker paths the raw chain does not. A
+    short text-path backlog (a quarter of --segments, at most 5,000) warms those too.
     """
     tag = f"warm{uuid.uuid4().hex[:4]}"
     chain = raw_chain(broker.bootstrap, tag, work / tag, args.partitions)
     log("warm-up: one raw chain backlog run (not reported)")
     try:
         throughput(chain, broker, broker.bootstrap, f"{tag}t", args.segments, source, args.tenant)
+    finally:
+        for p in chain.procs:
+            p.stop()
+    if args.only == "raw":
+        return
+    tag = f"warmtp{uuid.uuid4().hex[:4]}"
+    chain = text_path(broker.bootstrap, tag, work / tag, args)
+    segments = max(100, min(5000, args.segments // 4))
+    log(f"warm-up: one text path backlog run of {segments} segments (not reported)")
+    try:
+        throughput(chain, broker, broker.bootstrap, f"{tag}t", segments, source, args.tenant)
     finally:
         for p in chain.procs:
             p.stop()
@@ -1203,7 +1217,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--segments", type=int, default=5000, help="backlog size (5000)")
+    parser.add_argument(
+        "--segments",
+        type=int,
+        default=20000,
+        help="backlog size (20000: at 5,000 the raw chain's backlog lasted under a second "
+        "and its figure moved between 5,100 and 13,000 segments/s)",
+    )
     parser.add_argument(
         "--rates", default="25,100", help="segments per second of the latency runs (25,100)"
     )
@@ -1225,9 +1245,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--bootstrap", default=None, help="use this running broker instead of starting one"
     )
     parser.add_argument("--only", choices=["real", "raw"], default=None, help="run one path")
-    parser.add_argument(
-        "--no-warmup", action="store_true", help="skip the unreported raw-chain warm-up run"
-    )
+    parser.add_argument("--no-warmup", action="store_true", help="skip the unreported warm-up runs")
     parser.add_argument("--keep", action="store_true", help="keep logs and state (work dir)")
     parser.add_argument("--json", action="store_true", help="print every figure as JSON too")
     ns = parser.parse_args(argv)
