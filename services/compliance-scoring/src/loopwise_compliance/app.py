@@ -46,25 +46,40 @@ _LISTS = {"e/": "seen_event_ids", "g/": "seen_segment_ids", "l/": "late_event_id
 _HEADER = ""
 
 
+def _unwritten(state: CallState, written: set[str]) -> list[tuple[str, int, str]]:
+    """(prefix, position, item) of the remembered ids not written yet, oldest first.
+
+    The lists only grow at the end (their oldest ids may be dropped at the front), and a
+    write records every id they hold, so the ids not written yet are a suffix of each list:
+    the walk stops at the first written one, and a batch costs the same however long the
+    call already is.
+    """
+    found: list[tuple[str, int, str]] = []
+    for prefix, name in _LISTS.items():
+        items: list[str] = getattr(state, name)
+        index = len(items) - 1
+        while index >= 0 and prefix + items[index] not in written:
+            index -= 1
+        found.extend((prefix, i, items[i]) for i in range(index + 1, len(items)))
+    return found
+
+
 def dirty_parts(state: CallState) -> dict[str, bytes | None]:
     """The header, and one part per remembered id not written yet (value: when it was)."""
     parts: dict[str, bytes | None] = {
         _HEADER: state.model_dump_json(exclude=set(_LISTS.values())).encode("utf-8")
     }
     stamp = str(time.time_ns()).encode()
-    for prefix, name in _LISTS.items():
-        for index, item in enumerate(getattr(state, name)):
-            part = prefix + item
-            if part not in state._written:
-                # keeps the order within a write: stamp, then position
-                parts[part] = stamp + b"." + str(index).zfill(6).encode()
+    for prefix, index, item in _unwritten(state, state._written):
+        # keeps the order within a write: stamp, then position
+        parts[prefix + item] = stamp + b"." + str(index).zfill(6).encode()
     return parts
 
 
 def mark_clean(state: CallState) -> None:
     """Every part of the state was written."""
-    for prefix, name in _LISTS.items():
-        state._written.update(prefix + item for item in getattr(state, name))
+    written = state._written
+    written.update(prefix + item for prefix, _, item in _unwritten(state, written))
 
 
 def load_parts(parts: Mapping[str, bytes]) -> CallState:
