@@ -29,6 +29,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Protocol
 
+import pydantic_core
+
 from loopwise_sentiment.models import Label
 from loopwise_sentiment.rolling import ScoredTurn
 
@@ -66,12 +68,14 @@ class CallState:
         # numbers and strings, so their own __dict__ serialises the same JSON
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["turns"] = [vars(turn) for turn in self.turns]
-        return json.dumps(data)
+        # pydantic-core's encoder: the same JSON as json.dumps (compact), several times faster
+        # on a long call's turns
+        return pydantic_core.to_json(data).decode("utf-8")
 
     @classmethod
     def from_json(cls, text: str) -> CallState:
         """Read back what to_json wrote."""
-        data = json.loads(text)
+        data = pydantic_core.from_json(text)
         data["turns"] = tuple(ScoredTurn(**t) for t in data["turns"])
         return cls(**data)
 
