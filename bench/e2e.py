@@ -1024,25 +1024,21 @@ def warm_up(broker: Broker, args: argparse.Namespace, source: Any, work: Path) -
     compacted changelogs and many producers take broker paths the raw chain does not. A
     short text-path backlog (a quarter of --segments, at most 5,000) warms those too.
     """
-    tag = f"warm{uuid.uuid4().hex[:4]}"
-    chain = raw_chain(broker.bootstrap, tag, work / tag, args.partitions)
-    log("warm-up: one raw chain backlog run (not reported)")
-    try:
-        throughput(chain, broker, broker.bootstrap, f"{tag}t", args.segments, source, args.tenant)
-    finally:
-        for p in chain.procs:
-            p.stop()
-    if args.only == "raw":
-        return
-    tag = f"warmtp{uuid.uuid4().hex[:4]}"
-    chain = text_path(broker.bootstrap, tag, work / tag, args)
-    segments = max(100, min(5000, args.segments // 4))
-    log(f"warm-up: one text path backlog run of {segments} segments (not reported)")
-    try:
-        throughput(chain, broker, broker.bootstrap, f"{tag}t", segments, source, args.tenant)
-    finally:
-        for p in chain.procs:
-            p.stop()
+    runs = [("raw", args.segments)]
+    if args.only != "raw":
+        runs.append(("real", max(100, min(5000, args.segments // 4))))
+    for kind, segments in runs:
+        tag = f"warm{kind}{uuid.uuid4().hex[:4]}"
+        if kind == "real":
+            chain = text_path(broker.bootstrap, tag, work / tag, args)
+        else:
+            chain = raw_chain(broker.bootstrap, tag, work / tag, args.partitions)
+        log(f"warm-up: one {chain.kind} backlog run of {segments} segments (not reported)")
+        try:
+            throughput(chain, broker, broker.bootstrap, f"{tag}t", segments, source, args.tenant)
+        finally:
+            for p in chain.procs:
+                p.stop()
 
 
 # ---- output ---------------------------------------------------------------------------------
