@@ -22,7 +22,7 @@ from loopwise_sentiment.config import AggregationSettings
 from loopwise_sentiment.handler import SentimentHandler
 from loopwise_sentiment.models import load_model
 from loopwise_sentiment.rolling import ScoredTurn, significant_change, summarise
-from loopwise_sentiment.state import MemoryStateStore, SqliteStateStore, StateStore
+from loopwise_sentiment.state import MemoryStateStore, SqliteStateStore, StateStore, with_turn
 
 
 def _load_events() -> Any:
@@ -178,7 +178,8 @@ def test_sqlite_saves_are_durable_at_flush_only(tmp_path: Path) -> None:
     crashed = SqliteStateStore(path)  # another connection: what a restart would find
     assert crashed.recorded("d-0") is not None and crashed.recorded("d-1") is None
     state = crashed.load("acme", "call-d")
-    assert state is not None and len(state.turns) == 1
+    assert state is not None and state.segments_scored == 1
+    assert [t.event_id for t in crashed.turns("acme", "call-d")] == ["d-0"]
     crashed.close()
     store.close()  # closed without flush: the open batch is rolled back
     reopened = SqliteStateStore(path)
@@ -192,12 +193,14 @@ def test_a_failed_save_keeps_the_batch_s_earlier_saves(tmp_path: Path) -> None:
     h(incoming(ev.segment("call-f", 0, "awful"), "f-0"))
     before = store.load("acme", "call-f")
     assert before is not None
-    changed = before.with_turn(ScoredTurn("s9", 90.0, 95.0, -0.9, 0.9, "f-9"))
-    with pytest.raises(TypeError):  # fails after the state row was written: rolled back
-        store.save(changed, "f-9", [object()])  # type: ignore[list-item]
+    late = ScoredTurn("s9", 90.0, 95.0, -0.9, 0.9, "f-9")
+    changed = with_turn(before, late, 3, store)
+    with pytest.raises(TypeError):  # fails after the state and turn rows were written
+        store.save(changed, "f-9", [object()], late)  # type: ignore[list-item]
     store.flush()
     assert store.recorded("f-0") is not None and store.recorded("f-9") is None
     assert store.load("acme", "call-f") == before
+    assert not store.has_turn("acme", "call-f", "s9")
 
 
 def test_sqlite_forgets_the_oldest_ended_calls(tmp_path: Path) -> None:
@@ -211,6 +214,7 @@ def test_sqlite_forgets_the_oldest_ended_calls(tmp_path: Path) -> None:
     assert store.load("acme", "k0") is None and store.load("acme", "k3") is not None
     assert store.load("other-tenant", "k3") is None
     assert store.recorded("k0-0") is None
+    assert store.turns("acme", "k0") == [] and len(store.turns("acme", "k3")) == 1
 
 
 def turn(i: int, score: float, confidence: float = 0.9) -> ScoredTurn:

@@ -26,8 +26,8 @@ from loopwise.events import (
 from loopwise.kafka.intake import Emit, Incoming
 from loopwise_sentiment.config import AggregationSettings
 from loopwise_sentiment.models import SentimentModel
-from loopwise_sentiment.rolling import CallSummary, ScoredTurn, significant_change, summarise
-from loopwise_sentiment.state import CallState, StateStore
+from loopwise_sentiment.rolling import Rolling, ScoredTurn, significant_change
+from loopwise_sentiment.state import CallState, StateStore, lineage, with_turn
 
 MAX_DERIVED = 10_000
 
@@ -60,18 +60,16 @@ def score_segment(
 def call_sentiment(
     model: SentimentModel,
     state: CallState,
+    derived_from: Sequence[str],
     settings: AggregationSettings,
     *,
     reason: Literal["call_ended", "significant_change"],
     occurred_at: datetime,
     extra_derived: Sequence[str] = (),
-    summary: CallSummary | None = None,
 ) -> CallSentimentV1:
-    """The call-level event for a state (`summary`: its turns' summary, if made already)."""
-    if summary is None:
-        summary = summarise(state.turns, settings.window, settings.neutral_band)
-    derived = [t.event_id for t in sorted(state.turns, key=lambda t: t.start_s)]
-    derived = [*derived, *extra_derived][-MAX_DERIVED:]
+    """The call-level event for a state; `derived_from`: its turns' event ids, in time order."""
+    summary = (state.rolling or Rolling(settings.window)).summary(settings.neutral_band)
+    derived = [*derived_from, *extra_derived][-MAX_DERIVED:]
     return CallSentimentV1(
         tenant_id=state.tenant_id,
         call_id=state.call_id,
@@ -149,16 +147,15 @@ class SentimentHandler:
         state = self.store.load(segment.tenant_id, segment.call_id) or CallState(
             segment.tenant_id, segment.call_id
         )
-        state = state.with_turn(
-            ScoredTurn(
-                segment_id=segment.segment_id,
-                start_s=segment.start_s,
-                end_s=segment.end_s,
-                score=scored.score,
-                confidence=scored.confidence,
-                event_id=event_id,
-            )
+        turn = ScoredTurn(
+            segment_id=segment.segment_id,
+            start_s=segment.start_s,
+            end_s=segment.end_s,
+            score=scored.score,
+            confidence=scored.confidence,
+            event_id=event_id,
         )
+        state = with_turn(state, turn, self.settings.window, self.store)
         outputs: list[CallSentimentV1] = []
         if state.ended:
             # A late segment after the end: correct the published final.
@@ -167,34 +164,33 @@ class SentimentHandler:
                 call_sentiment(
                     self.model,
                     state,
+                    lineage(state, turn, self.store),
                     self.settings,
                     reason="call_ended",
                     occurred_at=segment.occurred_at,
                     extra_derived=extra,
                 )
             )
-        else:
-            summary = summarise(state.turns, self.settings.window, self.settings.neutral_band)
-            if significant_change(
-                summary,
-                state.last_published,
-                state.last_label,
-                min_segments=self.settings.min_segments,
-                delta=self.settings.significant_delta,
-            ):
-                outputs.append(
-                    call_sentiment(
-                        self.model,
-                        state,
-                        self.settings,
-                        reason="significant_change",
-                        occurred_at=segment.occurred_at,
-                        summary=summary,
-                    )
+        elif state.rolling is not None and significant_change(
+            state.rolling.summary(self.settings.neutral_band),
+            state.last_published,
+            state.last_label,
+            min_segments=self.settings.min_segments,
+            delta=self.settings.significant_delta,
+        ):
+            outputs.append(
+                call_sentiment(
+                    self.model,
+                    state,
+                    lineage(state, turn, self.store),
+                    self.settings,
+                    reason="significant_change",
+                    occurred_at=segment.occurred_at,
                 )
+            )
         if outputs:
             state = replace(state, last_published=outputs[-1].current, last_label=outputs[-1].label)
-        self.store.save(state, event_id, [o.model_dump_json() for o in outputs])
+        self.store.save(state, event_id, [o.model_dump_json() for o in outputs], turn)
         return self._emit([scored, *outputs])
 
     def on_call_ended(self, ended: CallEndedV1, event_id: str) -> list[Emit]:
@@ -206,9 +202,13 @@ class SentimentHandler:
             ended.tenant_id, ended.call_id
         )
         state = replace(state, ended=True, ended_event_id=event_id)
+        if state.rolling is not None and state.rolling.window != self.settings.window:
+            turns = self.store.turns(state.tenant_id, state.call_id)
+            state = replace(state, rolling=Rolling.of(turns, self.settings.window))
         final = call_sentiment(
             self.model,
             state,
+            lineage(state, None, self.store),
             self.settings,
             reason="call_ended",
             occurred_at=ended.occurred_at,

@@ -18,6 +18,12 @@ service as a StatefulSet with a volume and static group membership
 replica that holds their calls. A partition moved to another replica starts its
 open calls afresh: a limitation the Worker's `StateStore` (as the router and compliance
 scoring use it) would remove.
+
+What an event writes does not grow with the call: a call's row holds its running
+aggregate (`Rolling`: the last few turns and running sums) and the publishing state, and
+each turn is a row of its own, written once. All of a call's turns are read back only to
+list them as the lineage of a published call-level event, or to re-aggregate when a turn
+arrives out of time order or replaces an earlier version of its segment.
 """
 
 from __future__ import annotations
@@ -27,12 +33,12 @@ import sqlite3
 import threading
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pydantic_core
 
 from loopwise_sentiment.models import Label
-from loopwise_sentiment.rolling import ScoredTurn
+from loopwise_sentiment.rolling import Rolling, ScoredTurn, turn_order
 
 
 def call_key(tenant_id: str, call_id: str) -> str:
@@ -42,11 +48,12 @@ def call_key(tenant_id: str, call_id: str) -> str:
 
 @dataclass(frozen=True)
 class CallState:
-    """What the service remembers about one call."""
+    """What the service remembers about one call (its turns are kept by the store, apart)."""
 
     tenant_id: str
     call_id: str
-    turns: tuple[ScoredTurn, ...] = ()
+    rolling: Rolling | None = None
+    """The running aggregate of the call's turns; None before the first."""
     ended: bool = False
     ended_event_id: str | None = None
     last_published: float | None = None
@@ -57,31 +64,77 @@ class CallState:
         """Store key: tenant and call ('/' cannot occur in identifiers)."""
         return call_key(self.tenant_id, self.call_id)
 
-    def with_turn(self, turn: ScoredTurn) -> CallState:
-        """This state with a turn added, replacing an earlier version of the same segment."""
-        kept = tuple(t for t in self.turns if t.segment_id != turn.segment_id)
-        return replace(self, turns=(*kept, turn))
+    @property
+    def segments_scored(self) -> int:
+        """Turns aggregated so far."""
+        return 0 if self.rolling is None else self.rolling.n
 
     def to_json(self) -> str:
-        """Serialise for storage."""
-        # asdict would copy every turn field by field (recursively); the turns hold only
-        # numbers and strings, so their own __dict__ serialises the same JSON
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data["turns"] = [vars(turn) for turn in self.turns]
+        """Serialise for storage (the turns are not part of it)."""
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.rolling is not None:
+            rolling = dict(vars(self.rolling))
+            rolling["tail"] = [vars(t) for t in self.rolling.tail]
+            data["rolling"] = rolling
         # pydantic-core's encoder: the same JSON as json.dumps (compact), several times faster
-        # on a long call's turns
         return pydantic_core.to_json(data).decode("utf-8")
 
     @classmethod
     def from_json(cls, text: str) -> CallState:
         """Read back what to_json wrote."""
         data = pydantic_core.from_json(text)
-        data["turns"] = tuple(ScoredTurn(**t) for t in data["turns"])
+        rolling = data.get("rolling")
+        if rolling is not None:
+            rolling["tail"] = tuple(ScoredTurn(**t) for t in rolling["tail"])
+            data["rolling"] = Rolling(**rolling)
         return cls(**data)
 
 
+def with_turn(state: CallState, turn: ScoredTurn, window: int, store: StateStore) -> CallState:
+    """`state` with `turn` aggregated: in constant time when it follows the call's turns.
+
+    A turn out of time order, a new version of a segment already taken, or a changed
+    window size re-aggregates the call's turns from the store (the new turn replacing
+    any earlier version of its segment).
+    """
+    rolling = state.rolling
+    if rolling is None:
+        return replace(state, rolling=Rolling(window).add(turn))
+    if (
+        rolling.window == window
+        and rolling.follows(turn)
+        and not store.has_turn(state.tenant_id, state.call_id, turn.segment_id)
+    ):
+        return replace(state, rolling=rolling.add(turn))
+    return replace(state, rolling=Rolling.of(merged_turns(state, turn, store), window))
+
+
+def merged_turns(state: CallState, turn: ScoredTurn | None, store: StateStore) -> list[ScoredTurn]:
+    """The call's stored turns with `turn` in place of any earlier version, in time order."""
+    turns = store.turns(state.tenant_id, state.call_id)
+    if turn is not None:
+        turns = [t for t in turns if t.segment_id != turn.segment_id]
+        turns.append(turn)
+        turns.sort(key=turn_order)
+    return turns
+
+
+def lineage(state: CallState, turn: ScoredTurn | None, store: StateStore) -> list[str]:
+    """The event ids of the call's turns in time order, `turn` in place of any earlier
+    version of its segment: what a call-level event is derived from."""
+    keys = store.turn_keys(state.tenant_id, state.call_id)
+    if turn is None:
+        return [event_id for _, _, event_id in keys]
+    new = (turn.start_s, turn.segment_id, turn.event_id)
+    if (keys and keys[-1][:2] >= new[:2]) or any(k[1] == turn.segment_id for k in keys):
+        keys = sorted([k for k in keys if k[1] != turn.segment_id] + [new])
+    else:
+        keys.append(new)
+    return [event_id for _, _, event_id in keys]
+
+
 class StateStore(Protocol):
-    """Where per-call state and the outputs of every applied event are kept."""
+    """Where per-call state, each call's turns and the outputs of every applied event are kept."""
 
     def recorded(self, event_id: str) -> list[str] | None:
         """The outputs (JSON) recorded when this event was applied, or None if it never was."""
@@ -91,8 +144,22 @@ class StateStore(Protocol):
         """The state of a tenant's call, if any."""
         ...
 
-    def save(self, state: CallState, event_id: str, outputs: list[str]) -> None:
-        """Store a call's new state and the outputs an event caused, atomically."""
+    def turns(self, tenant_id: str, call_id: str) -> list[ScoredTurn]:
+        """The call's stored turns, in time order."""
+        ...
+
+    def has_turn(self, tenant_id: str, call_id: str, segment_id: str) -> bool:
+        """True when a version of this segment is among the call's stored turns."""
+        ...
+
+    def turn_keys(self, tenant_id: str, call_id: str) -> list[tuple[float, str, str]]:
+        """(start_s, segment_id, event_id) of the call's stored turns, in time order."""
+        ...
+
+    def save(
+        self, state: CallState, event_id: str, outputs: list[str], turn: ScoredTurn | None = None
+    ) -> None:
+        """Store a call's new state, its new turn and the outputs an event caused, atomically."""
         ...
 
     def flush(self) -> None:
@@ -105,6 +172,7 @@ class MemoryStateStore:
     """A store in memory: for the batch command and unit tests."""
 
     calls: dict[str, CallState] = field(default_factory=dict)
+    call_turns: dict[str, dict[str, ScoredTurn]] = field(default_factory=dict)
     applied: dict[str, list[str]] = field(default_factory=dict)
 
     def recorded(self, event_id: str) -> list[str] | None:
@@ -115,9 +183,26 @@ class MemoryStateStore:
         """See StateStore."""
         return self.calls.get(call_key(tenant_id, call_id))
 
-    def save(self, state: CallState, event_id: str, outputs: list[str]) -> None:
+    def turns(self, tenant_id: str, call_id: str) -> list[ScoredTurn]:
+        """See StateStore."""
+        stored = self.call_turns.get(call_key(tenant_id, call_id), {})
+        return sorted(stored.values(), key=turn_order)
+
+    def has_turn(self, tenant_id: str, call_id: str, segment_id: str) -> bool:
+        """See StateStore."""
+        return segment_id in self.call_turns.get(call_key(tenant_id, call_id), {})
+
+    def turn_keys(self, tenant_id: str, call_id: str) -> list[tuple[float, str, str]]:
+        """See StateStore."""
+        return [(t.start_s, t.segment_id, t.event_id) for t in self.turns(tenant_id, call_id)]
+
+    def save(
+        self, state: CallState, event_id: str, outputs: list[str], turn: ScoredTurn | None = None
+    ) -> None:
         """See StateStore."""
         self.calls[state.key] = state
+        if turn is not None:
+            self.call_turns.setdefault(state.key, {})[turn.segment_id] = turn
         self.applied[event_id] = list(outputs)
 
     def flush(self) -> None:
@@ -131,6 +216,17 @@ CREATE TABLE IF NOT EXISTS calls (
     ended INTEGER NOT NULL DEFAULT 0,
     updated_seq INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS turns (
+    call_key TEXT NOT NULL,
+    segment_id TEXT NOT NULL,
+    start_s REAL NOT NULL,
+    end_s REAL NOT NULL,
+    score REAL NOT NULL,
+    confidence REAL NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (call_key, segment_id)
+);
+CREATE INDEX IF NOT EXISTS turns_in_order ON turns (call_key, start_s, segment_id, event_id);
 CREATE TABLE IF NOT EXISTS applied (
     event_id TEXT PRIMARY KEY,
     call_key TEXT NOT NULL,
@@ -139,6 +235,31 @@ CREATE TABLE IF NOT EXISTS applied (
 );
 CREATE INDEX IF NOT EXISTS applied_call ON applied (call_key);
 """
+SCHEMA_VERSION = 2
+"""1: a call's row held all its turns (rewritten per turn); 2: one row per turn."""
+
+
+_V1_WINDOW = 3
+"""The default window of version 1 (it did not store one); a different configured window
+re-aggregates a migrated call on its next turn (see `with_turn`)."""
+
+
+def _migrate_v1(db: sqlite3.Connection) -> None:
+    """Move version-1 rows' turns into the turns table and store their running aggregate."""
+    rows = db.execute("SELECT call_key, state FROM calls").fetchall()
+    for key, text in rows:
+        data = json.loads(text)
+        if "turns" not in data:
+            continue
+        turns = [ScoredTurn(**t) for t in data.pop("turns")]
+        window = int(data.pop("window", 0)) or _V1_WINDOW
+        for t in turns:
+            db.execute(
+                "INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, t.segment_id, t.start_s, t.end_s, t.score, t.confidence, t.event_id),
+            )
+        state = CallState(**data, rolling=Rolling.of(turns, window) if turns else None)
+        db.execute("UPDATE calls SET state = ? WHERE call_key = ?", (state.to_json(), key))
 
 
 class SqliteStateStore:
@@ -161,10 +282,30 @@ class SqliteStateStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._upgrade()
         row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM applied").fetchone()
         self._seq = int(row[0])
         self._open = False  # a batch transaction is open
         self._ended = False  # a call ended in it: trim the ended calls at flush
+
+    def _upgrade(self) -> None:
+        db = self._db
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path}: sentiment state schema {version} is newer than this "
+                f"service's {SCHEMA_VERSION}; run the newer release or use a new state path"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            _migrate_v1(db)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def recorded(self, event_id: str) -> list[str] | None:
         """See StateStore."""
@@ -182,7 +323,37 @@ class SqliteStateStore:
             ).fetchone()
         return None if row is None else CallState.from_json(row[0])
 
-    def save(self, state: CallState, event_id: str, outputs: list[str]) -> None:
+    def turns(self, tenant_id: str, call_id: str) -> list[ScoredTurn]:
+        """See StateStore."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT segment_id, start_s, end_s, score, confidence, event_id FROM turns "
+                "WHERE call_key = ? ORDER BY start_s, segment_id",
+                (call_key(tenant_id, call_id),),
+            ).fetchall()
+        return [ScoredTurn(*row) for row in rows]
+
+    def has_turn(self, tenant_id: str, call_id: str, segment_id: str) -> bool:
+        """See StateStore."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM turns WHERE call_key = ? AND segment_id = ?",
+                (call_key(tenant_id, call_id), segment_id),
+            ).fetchone()
+        return row is not None
+
+    def turn_keys(self, tenant_id: str, call_id: str) -> list[tuple[float, str, str]]:
+        """See StateStore (plain tuples: a long call's lineage is read per published event)."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT start_s, segment_id, event_id FROM turns "
+                "WHERE call_key = ? ORDER BY start_s, segment_id",
+                (call_key(tenant_id, call_id),),
+            ).fetchall()
+
+    def save(
+        self, state: CallState, event_id: str, outputs: list[str], turn: ScoredTurn | None = None
+    ) -> None:
         """See StateStore: part of the batch transaction until `flush`."""
         with self._lock:
             db = self._db
@@ -197,6 +368,19 @@ class SqliteStateStore:
                     "ended = excluded.ended, updated_seq = excluded.updated_seq",
                     (state.key, state.to_json(), int(state.ended), self._seq + 1),
                 )
+                if turn is not None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            state.key,
+                            turn.segment_id,
+                            turn.start_s,
+                            turn.end_s,
+                            turn.score,
+                            turn.confidence,
+                            turn.event_id,
+                        ),
+                    )
                 db.execute(
                     "INSERT OR REPLACE INTO applied (event_id, call_key, outputs, seq) "
                     "VALUES (?, ?, ?, ?)",
@@ -235,6 +419,7 @@ class SqliteStateStore:
         ).fetchall()
         for (key,) in old:
             self._db.execute("DELETE FROM applied WHERE call_key = ?", (key,))
+            self._db.execute("DELETE FROM turns WHERE call_key = ?", (key,))
             self._db.execute("DELETE FROM calls WHERE call_key = ?", (key,))
 
     def call_count(self) -> int:
