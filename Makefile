@@ -97,7 +97,7 @@ deploy-check: install deploy-tools ## only the deploy checks: chart, compose, al
 	$(UV) run pytest tests/deploy
 
 .PHONY: chaos-long
-chaos-long: install ## the long chaos run: 3 runs of 400 calls, each service SIGKILLed, the broker restarted (SIGKILL in run 2)
+chaos-long: install ## the long chaos run: 3 runs of 400 calls (each service SIGKILLed, the broker restarted, SIGKILL in run 2), then 1 with two instances paused past the session timeout
 	$(UV) run python -m tests.chaos.harness --runs 3 --calls 400
 
 .PHONY: images

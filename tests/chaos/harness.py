@@ -1,6 +1,6 @@
 """Chaos run of the text path: every service killed once, the broker restarted, bad input mixed in.
 
-    uv run python -m tests.chaos.harness [--calls N] [--runs K] [--broker-kill]
+    uv run python -m tests.chaos.harness [--calls N] [--runs K] [--replica-runs R] [--broker-kill]
 
 A dedicated single-node KRaft broker (its own port, so restarting it disturbs nothing
 else) carries the text path as an operator runs it: external transcripts ->
@@ -10,7 +10,10 @@ a card number read out, the recording notice never given) are fed in waves; betw
 waves each service is SIGKILLed once and started again, and the broker is restarted
 (SIGTERM, or SIGKILL with --broker-kill). Malformed records of every kind in
 `tests.support.malformed` are mixed into the topics. A scripted reviewer approves every
-hold. `check` then counts what the issue asks for and returns the figures; the test
+hold. A second scenario (`replica_scenario`, after the K runs) runs two instances of the
+router and of compliance scoring and freezes them in turn with SIGSTOP past the session
+timeout, so partitions and states move while the frozen instance still holds its own.
+`check` then counts what the issue asks for and returns the figures; the test
 (`test_chaos.py`) asserts them, the long run prints them.
 """
 
@@ -355,6 +358,28 @@ class Chaos:
             time.sleep(down_s)
             self.note(f"{name} started again after {down_s:.0f} s down")
         self.procs[name].start()
+
+    def pause(self, name: str, seconds: float) -> None:
+        """SIGSTOP a service for `seconds` (longer than its session timeout: the group moves
+        its partitions on while it is frozen), then SIGCONT: it wakes a zombie, holding
+        state and fetched input for partitions it no longer owns."""
+        proc = self.procs[name].proc
+        assert proc is not None
+        proc.send_signal(signal.SIGSTOP)
+        self.note(f"SIGSTOP {name}")
+        time.sleep(seconds)
+        proc.send_signal(signal.SIGCONT)
+        self.note(f"SIGCONT {name} after {seconds:.0f} s")
+
+    def add_replica(self, name: str, replica: str) -> None:
+        """Start another instance of a service in the same consumer group (a scale-out)."""
+        src = self.procs[name]
+        port = _free_port()
+        env = {**src.env, src.prefix + "OBSERVABILITY__PORT": str(port)}
+        log = self.workdir / "logs" / f"{replica}.log"
+        self.procs[replica] = Proc(replica, list(src.command), env, port, log, src.prefix)
+        self.procs[replica].start()
+        self.note(f"started {replica} (second instance of {name})")
 
     def unread(self, name: str) -> int:
         """Records on a service's input topics past its group's committed offsets."""
@@ -864,24 +889,87 @@ def scenario(chaos: Chaos, calls: int, *, hard_broker: bool = False) -> dict[str
     return figures
 
 
+PAUSE_S = 14
+"""How long a paused service stays frozen: more than twice the 6 s session timeout."""
+
+
+def replica_scenario(chaos: Chaos, calls: int) -> dict[str, Any]:
+    """Two instances of each stateful service: scale-out, zombies, scale-in.
+
+    The router and compliance scoring get a second instance in the same group (partitions
+    and their changelog-backed states move), both first instances are frozen with SIGSTOP
+    past the session timeout while a wave arrives and then woken (the second instances
+    took their partitions meanwhile), the second router is frozen the same way, and then
+    the first router is SIGKILLed while a wave arrives and started again.
+    """
+    per_wave = max(4, calls // 4)
+    chaos.start_services()
+    chaos.start_reviewer()
+    chaos.feed(per_wave, "a")
+    chaos.add_replica("review-router", "review-router-2")
+    chaos.add_replica("compliance-scoring", "compliance-scoring-2")
+    time.sleep(8)  # both groups rebalanced onto two members
+    frozen = [
+        threading.Thread(target=chaos.pause, args=(name, PAUSE_S))
+        for name in ("review-router", "compliance-scoring")
+    ]
+    for thread in frozen:
+        thread.start()
+    chaos.feed(per_wave, "b")
+    chaos.inject_malformed()
+    for thread in frozen:
+        thread.join()
+    time.sleep(3)
+    second = threading.Thread(target=chaos.pause, args=("review-router-2", PAUSE_S))
+    second.start()
+    chaos.feed(per_wave, "c")
+    second.join()
+    time.sleep(2)
+    chaos.procs["review-router"].kill()
+    chaos.note("SIGKILL review-router")
+    chaos.feed(calls - 3 * per_wave, "d")
+    chaos.procs["review-router"].start()
+    released = chaos.wait_released(timeout_s=360)
+    chaos.note(f"every call released: {released}")
+    chaos.wait_audit_caught_up()
+    chaos.stop_reviewer()
+    exits = chaos.stop_services()
+    figures = chaos.check()
+    figures["drain_exit_codes"] = exits
+    figures["timeline"] = chaos.timeline
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=400, help="calls per run (4 kinds)")
     parser.add_argument("--runs", type=int, default=3, help="runs in a row")
     parser.add_argument("--broker-kill", action="store_true", help="SIGKILL the broker")
+    parser.add_argument(
+        "--replica-runs",
+        type=int,
+        default=1,
+        help="runs of the two-instance scenario (pauses past the session timeout) after them",
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / "var" / "chaos")
     args = parser.parse_args()
     # stopped from outside: leave through the runs' cleanup (services and broker stopped)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     worst = 0
-    for run in range(args.runs):
+    for run in range(args.runs + args.replica_runs):
         workdir = args.workdir / f"run-{run}"
         import shutil
 
         shutil.rmtree(workdir, ignore_errors=True)
         started = time.monotonic()
         with chaos_run(workdir) as chaos:
-            figures = scenario(chaos, args.calls, hard_broker=args.broker_kill or run % 2 == 1)
+            if run >= args.runs:
+                figures = replica_scenario(chaos, args.calls)
+                figures["scenario"] = "two instances, paused past the session timeout"
+            else:
+                hard = args.broker_kill or run % 2 == 1
+                figures = scenario(chaos, args.calls, hard_broker=hard)
+                figures["scenario"] = "kills, broker " + ("SIGKILL" if hard else "SIGTERM")
         figures["seconds"] = round(time.monotonic() - started, 1)
         print(json.dumps({"run": run, **figures}, indent=2))
         bad = {k: v for k, v in figures.items() if k.endswith(("_bad", "_missing")) and v}
