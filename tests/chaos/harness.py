@@ -121,6 +121,11 @@ SEGMENT_WINDOW_S = 20
 FAST_GROUP = json.dumps({"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
 
 
+def _released_items(outcome: dict[str, Any]) -> tuple[str, list[str]]:
+    """What an outcome releases, and how."""
+    return outcome["release"], [seg["segment_id"] for seg in outcome.get("segments", [])]
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -648,7 +653,11 @@ class Chaos:
             for h, b, _, _ in self.read("hitl.review-tasks")
             if b.get("call_id") in ours
         ]
-        outcomes = [b for _, b, _, _ in self.read("hitl.outcomes") if b.get("call_id") in ours]
+        outcomes = [
+            {**b, "_at": f"{p}:{o}"}  # partition:offset, for the report
+            for _, b, p, o in self.read("hitl.outcomes")
+            if b.get("call_id") in ours
+        ]
         segments = {
             (b["call_id"], b["segment_id"])
             for _, b, _, _ in self.read("cx.transcripts")
@@ -680,12 +689,23 @@ class Chaos:
             key = (b["call_id"], b["scope"], item, is_late_task(b))
             task_ids_per_item[key].add(b["task_id"])
 
-        # Redelivered outcomes keep their id (consumers drop them by id); a second release is
-        # a second id for one item. A late review's outcome (its task is `late`) is apart.
+        # Redelivered outcomes keep their id and consumers drop them by id, keeping the first
+        # (the audit trail, the console); a second release is a second id for one item. A
+        # late review's outcome (its task is `late`) is apart. A replay after a router kill
+        # can meet the inputs of several topics in another order than the first time and so
+        # send an id again with other content (a call's release listing a segment that was
+        # reviewed meanwhile): what consumers see is the first, so that is what is checked;
+        # the re-sent ones are counted.
+        first_outcomes: dict[str, dict[str, Any]] = {}
+        resent_other = 0
+        for o in outcomes:
+            kept = first_outcomes.setdefault(o["outcome_id"], o)
+            if kept is not o and _released_items(kept) != _released_items(o):
+                resent_other += 1
         released_segments: dict[tuple[str, str], list[str]] = defaultdict(list)
         releases: dict[tuple[str, str, str | None], set[str]] = defaultdict(set)
         call_releases: dict[str, set[str]] = defaultdict(set)
-        for b in {o["outcome_id"]: o for o in outcomes}.values():
+        for b in first_outcomes.values():
             for seg in b.get("segments", []):
                 released_segments[(b["call_id"], seg["segment_id"])].append(b["release"])
             if b.get("task_id") in created and is_late_task(created[b["task_id"]]):
@@ -760,6 +780,7 @@ class Chaos:
             "hold_tasks_missing": len(hold_without_task),
             "task_items_bad": sum(1 for ids in task_ids_per_item.values() if len(ids) != 1),
             "outcomes_released_twice_bad": sum(1 for ids in releases.values() if len(ids) > 1),
+            "outcomes_resent_with_other_content": resent_other,
             "calls_released_missing": len(ours - set(call_releases)),
             "card_calls": len(card_segments),
             "card_released_unreviewed_bad": len(card_unreviewed),
@@ -801,17 +822,22 @@ class Chaos:
             lines = [
                 f"decision {d['scope']} {d.get('segment_id')} {d['outcome']}"
                 f" rule={d.get('rule_id')}"
+                f" id={d['decision_id']}"
                 f" missing={d.get('missing_inputs')} redecision={bool(d.get('redecision_of'))}"
                 f" at={d['occurred_at']}"
                 for d in decisions
                 if d["call_id"] == call_id and d.get("segment_id") in (None, segment_id)
             ]
             lines += [
-                f"outcome {o['scope']} {o['release']} task={o.get('task_id')} at={o['occurred_at']}"
+                f"outcome {o['scope']} {o['release']} id={o['outcome_id']} record={o['_at']}"
+                f" task={o.get('task_id')} at={o['occurred_at']}"
                 f" segs={[x['segment_id'] for x in o.get('segments', [])]}"
                 for o in outcomes
                 if o["call_id"] == call_id
-                and any(x["segment_id"] == segment_id for x in o.get("segments", []))
+                and (
+                    o["scope"] == "call"
+                    or any(x["segment_id"] == segment_id for x in o.get("segments", []))
+                )
             ]
             story[entry] = lines
         return story
