@@ -1,6 +1,6 @@
-"""Router state bytes written per segment, short calls against long ones (flat changelog).
+"""State bytes written per segment, short calls against long ones (flat changelog / store).
 
-    uv run python bench/state_bytes.py [--lengths 10 100]
+    uv run python bench/state_bytes.py [--lengths 10 100] [--service router|sentiment|both]
 
 Runs the router's own handler and the `StateStore` codec in process (no broker): each call
 gets CallStarted, then per segment a transcript, its sentiment and its compliance result,
@@ -8,6 +8,11 @@ then the call-level scores and CallEnded; after every event the parts the store 
 to the changelog (`dirty_parts`: the call header plus changed segments and tasks) are counted
 and marked written, exactly as the Worker does after a batch of one. Prints bytes and records
 per segment and per event, and the ratio between the longest and shortest calls.
+
+Sentiment (`--service sentiment`): its handler with the shipped default model on a SQLite
+store in a temporary directory, one customer turn per event, the store flushed every 50
+events as a worker batch would; counts the bytes each event writes (the call's row, the
+turn's row, the recorded outputs) and the handler's CPU per event.
 """
 
 from __future__ import annotations
@@ -116,20 +121,110 @@ def measure(segments: int, calls: int, policy_path: str) -> dict[str, float]:
     }
 
 
+SENTIMENT_TEXTS = (
+    "Hi, I have a question about my last statement.",
+    "This is ridiculous, I was charged twice and nobody called me back.",
+    "Okay, thank you, that makes sense.",
+    "I am really not happy with how long this is taking.",
+    "Great, that is exactly what I needed, thanks so much.",
+    "Can you tell me when the refund will arrive?",
+)
+
+
+def measure_sentiment(turns: int, calls: int) -> dict[str, float]:
+    import tempfile
+    from pathlib import Path
+
+    from loopwise.events import Envelope
+    from loopwise.kafka.intake import Incoming
+    from loopwise_sentiment.config import AggregationSettings, SentimentSettings
+    from loopwise_sentiment.handler import SentimentHandler
+    from loopwise_sentiment.models import load_model
+    from loopwise_sentiment.rolling import ScoredTurn
+    from loopwise_sentiment.state import CallState, SqliteStateStore
+
+    class CountingStore(SqliteStateStore):
+        written = 0
+
+        def save(
+            self,
+            state: CallState,
+            event_id: str,
+            outputs: list[str],
+            turn: ScoredTurn | None = None,
+        ) -> None:
+            row = len(state.to_json()) + len(state.key)
+            turn_row = 0 if turn is None else len(turn.segment_id) + len(turn.event_id) + 32
+            self.written += row + turn_row + len(event_id) + sum(len(o) for o in outputs)
+            super().save(state, event_id, outputs, turn)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = CountingStore(Path(tmp) / "sentiment.sqlite3")
+        model = load_model(SentimentSettings.model_fields["model"].default)
+        handler = SentimentHandler(model, store, AggregationSettings(), "out")  # type: ignore[arg-type]
+        events = []
+        for c in range(calls):
+            ids = {"tenant_id": "acme-bank", "call_id": f"s-{turns}-{c}", "occurred_at": T0}
+            for i in range(turns):
+                seg = TranscriptSegmentV1(
+                    **ids,
+                    producer=MODEL,
+                    segment_id=f"seg-{i:04d}",
+                    speaker="customer",
+                    start_s=i * 5.0,
+                    end_s=i * 5.0 + 4.0,
+                    text=SENTIMENT_TEXTS[(i * 5 + c) % len(SENTIMENT_TEXTS)],
+                    confidence=0.9,
+                    language="en",
+                    source="external",
+                )
+                envelope = Envelope(type=seg.event_type, source="bench", id=f"ev-{c}-{i}")
+                events.append(Incoming(envelope, seg, "in", 0, 0))
+        published = 0
+        started = time.process_time()
+        for n, incoming in enumerate(events):
+            published += len(handler(incoming)) - 1
+            if n % 50 == 49:
+                store.flush()
+        store.flush()
+        seconds = time.process_time() - started
+        store.close()
+    return {
+        "turns_per_call": turns,
+        "calls": calls,
+        "bytes_written_per_event": round(store.written / len(events), 1),
+        "call_events_published_per_event": round(published / len(events), 3),
+        "handler_us_per_event": round(seconds / len(events) * 1e6, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--segments-total", type=int, default=2000)
     parser.add_argument("--policy", default="deploy/policies/default.yaml")
+    parser.add_argument("--service", choices=["router", "sentiment", "both"], default="both")
     args = parser.parse_args()
-    rows = [measure(n, max(1, args.segments_total // n), args.policy) for n in sorted(args.lengths)]
-    for row in rows:
-        print(json.dumps(row))
-    ratio = rows[-1]["bytes_per_segment"] / rows[0]["bytes_per_segment"]
-    print(
-        f"bytes per segment, {rows[-1]['segments_per_call']}- vs "
-        f"{rows[0]['segments_per_call']}-segment calls: {ratio:.2f}x"
-    )
+    lengths = sorted(args.lengths)
+    if args.service in ("router", "both"):
+        rows = [measure(n, max(1, args.segments_total // n), args.policy) for n in lengths]
+        for row in rows:
+            print(json.dumps({"service": "review-router", **row}))
+        ratio = rows[-1]["bytes_per_segment"] / rows[0]["bytes_per_segment"]
+        print(
+            f"router: bytes per segment, {rows[-1]['segments_per_call']}- vs "
+            f"{rows[0]['segments_per_call']}-segment calls: {ratio:.2f}x"
+        )
+    if args.service in ("sentiment", "both"):
+        srows = [measure_sentiment(n, max(1, args.segments_total // n)) for n in lengths]
+        for row in srows:
+            print(json.dumps({"service": "sentiment", **row}))
+        sratio = srows[-1]["bytes_written_per_event"] / srows[0]["bytes_written_per_event"]
+        cpu = srows[-1]["handler_us_per_event"] / srows[0]["handler_us_per_event"]
+        print(
+            f"sentiment: bytes written per turn {sratio:.2f}x, handler CPU per turn {cpu:.2f}x, "
+            f"{srows[-1]['turns_per_call']}- vs {srows[0]['turns_per_call']}-turn calls"
+        )
 
 
 if __name__ == "__main__":

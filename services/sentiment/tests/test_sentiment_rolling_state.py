@@ -124,6 +124,9 @@ def test_the_running_aggregate_equals_the_summary_from_scratch(
             event, event_id = segment_event("c", seg, start, text, rnd.uniform(0.0, 1.0)), f"e{i}"
             sent.append((event, event_id))
         emits = h(incoming(event, event_id))
+        for change in [e.event for e in emits[1:]]:  # interim: the window's turns only
+            assert isinstance(change, CallSentimentV1) and change.reason == "significant_change"
+            assert 1 <= len(change.derived_from) <= window
         if event_id == f"e{i}":
             scored = emits[0].event
             model_turns[scored.segment_id] = ScoredTurn(  # type: ignore[attr-defined]

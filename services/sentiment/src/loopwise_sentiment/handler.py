@@ -5,6 +5,8 @@
 call's rolling sentiment (idempotent by event id, via the state store) and a
 `CallSentimentV1` goes out on a significant change and when the call ends. A
 segment that arrives after the end re-publishes the final with `call_ended`.
+A significant change is derived from the turns of the rolling window (what its
+current score is computed from); a final from every turn of the call.
 """
 
 from __future__ import annotations
@@ -178,11 +180,13 @@ class SentimentHandler:
             min_segments=self.settings.min_segments,
             delta=self.settings.significant_delta,
         ):
+            # derived from the turns of the window its current score comes from (the final
+            # lists every turn): an interim event's size does not grow with the call
             outputs.append(
                 call_sentiment(
                     self.model,
                     state,
-                    lineage(state, turn, self.store),
+                    [t.event_id for t in state.rolling.tail],
                     self.settings,
                     reason="significant_change",
                     occurred_at=segment.occurred_at,
