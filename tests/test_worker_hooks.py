@@ -3,7 +3,8 @@
 A `Holder` handler keeps some inputs in memory (metadata `{"hold": name}`) and
 releases them on a later input (`{"release": name}`), gives up on them
 (`{"give_up": name}`: a dead letter for the earlier input), or lets its timer turn
-deal with them (`timed-*`: an output caused by time alone; `expire-*`: a dead letter).
+deal with them (`timed-*`: an output caused by time alone; `expire-*`: a dead letter);
+`{"unavailable": n}` makes it raise `RetryBatch` the first n times it sees that input.
 Run as a process with `python -m tests.test_worker_hooks` and `LOOPWISE_HOOKS_*` settings.
 """
 
@@ -27,7 +28,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from loopwise.events import CallMetadataV1
-from loopwise.kafka.intake import DeadLetterRequest, Emit, Incoming, output_id
+from loopwise.kafka.intake import DeadLetterRequest, Emit, Incoming, RetryBatch, output_id
 from loopwise.kafka.worker import TICK_INDEX_BASE, ChildEmit, Partition, Worker, WorkerSettings
 from loopwise.logging import configure_logging
 from loopwise.settings import load_settings
@@ -57,6 +58,7 @@ class Holder:
         self.fail_next_tick = False
         self.revoked: list[set[Partition]] = []
         self._dead: list[DeadLetterRequest] = []
+        self.unavailable: Counter[str] = Counter()  # event id -> RetryBatch raised for it
 
     def _out(self, metadata: dict[str, Any]) -> Emit:
         event = CallMetadataV1(
@@ -71,6 +73,10 @@ class Holder:
         event = incoming.event
         assert isinstance(event, CallMetadataV1)
         meta = event.metadata
+        times = meta.get("unavailable")
+        if isinstance(times, int) and self.unavailable[incoming.envelope.id] < times:
+            self.unavailable[incoming.envelope.id] += 1  # its store is down: not the input
+            raise RetryBatch(f"store unavailable ({self.unavailable[incoming.envelope.id]})")
         if isinstance(name := meta.get("hold"), str):
             self.held[name] = incoming
         if isinstance(name := meta.get("release"), str):
@@ -313,6 +319,37 @@ def test_earlier_inputs_are_dead_lettered_with_their_own_coordinates(
     assert wait_for(
         lambda: committed(kafka_bootstrap, hook_topics["group"], hook_topics["input"]) == 5, 30
     )
+
+
+def test_a_handler_whose_store_is_down_dead_letters_nothing_and_the_batch_runs_again(
+    kafka_bootstrap: str, hook_topics: dict[str, str]
+) -> None:
+    from loopwise.metrics import BATCH_RETRIES
+
+    before = BATCH_RETRIES.labels(SERVICE)._value.get()
+    # produced first, so the failing input sits in a batch between good ones
+    ids = produce_events(
+        kafka_bootstrap,
+        hook_topics["input"],
+        [meta(n=0), meta(n=1, unavailable=3), meta(n=2), meta(n=3)],
+    )
+    worker, holder = build_worker(
+        hook_settings(kafka_bootstrap, hook_topics, poll_timeout_s=0.1, retry_backoff_s=0.2)
+    )
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        assert wait_for(
+            lambda: committed(kafka_bootstrap, hook_topics["group"], hook_topics["input"]) == 4, 60
+        )
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert holder.unavailable[ids[1]] == 3
+    assert BATCH_RETRIES.labels(SERVICE)._value.get() - before == 3
+    # every input handled and sent once: a rewound batch sends none of its outputs
+    assert echoes(kafka_bootstrap, hook_topics["output"]) == Counter(ids)
+    assert read_all(kafka_bootstrap, hook_topics["dlq"], 5) == []
 
 
 if __name__ == "__main__":

@@ -233,3 +233,36 @@ def test_a_store_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(RuntimeError, match="newer than this service"):
         SqliteStateStore(path)
+
+
+def test_a_full_disk_asks_the_worker_to_run_the_batch_again(tmp_path: Path) -> None:
+    """A store that cannot write (SQLite's page limit: the same SQLITE_FULL a full disk
+    gives) is the service's failure, not the input's: RetryBatch, never a dead letter; once
+    there is room again the same event is applied, once."""
+    from loopwise.kafka.intake import RetryBatch
+
+    store = SqliteStateStore(tmp_path / "s.sqlite3")
+    h = SentimentHandler(load_model("vader-calibrated"), store, AggregationSettings(), "out")  # type: ignore[arg-type]
+    h(incoming(segment_event("full", "s0", 0.0, TEXTS[0], 0.9), "f0"))
+    store.flush()
+    db = store._db
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages}")
+    batch: list[Incoming] = []  # the worker's batch since the last flush
+    with pytest.raises(RetryBatch, match="full"):
+        for i in range(1, 5000):  # until the pages run out
+            batch.append(
+                incoming(segment_event("full", f"s{i}", 5.0 * i, TEXTS[i % 6], 0.9), f"f{i}")
+            )
+            h(batch[-1])
+    assert len(batch) > 1
+    db.execute("PRAGMA max_page_count = 1073741823")
+    for again in batch:  # the batch run again, from its first input
+        assert h(again)
+    store.flush()
+    assert [t.segment_id for t in store.turns("acme", "full")] == ["s0"] + [
+        b.event.segment_id  # type: ignore[attr-defined]
+        for b in batch
+    ]
+    state = store.load("acme", "full")
+    assert state is not None and state.segments_scored == len(batch) + 1

@@ -31,12 +31,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import pydantic_core
 
+from loopwise.kafka.intake import RetryBatch
 from loopwise_sentiment.models import Label
 from loopwise_sentiment.rolling import Rolling, ScoredTurn, turn_order
 
@@ -307,26 +310,46 @@ class SqliteStateStore:
             db.execute("ROLLBACK")
             raise
 
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; an operational failure of the database (a full
+        disk, an I/O error, a lock held too long) is the service's, not the input's: the
+        worker runs the batch again (RetryBatch) rather than dead-letter the event."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.OperationalError as exc:
+                # the worker runs the whole batch again: drop what of it is here (SQLite may
+                # have rolled the transaction back itself, as it does on a full disk)
+                self._abandon_batch()
+                raise RetryBatch(f"sentiment state {self.path}: {exc}") from exc
+
+    def _abandon_batch(self) -> None:
+        if self._open and self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self._open = False
+        self._ended = False
+
     def recorded(self, event_id: str) -> list[str] | None:
         """See StateStore."""
-        with self._lock:
-            row = self._db.execute(
+        with self._locked() as db:
+            row = db.execute(
                 "SELECT outputs FROM applied WHERE event_id = ?", (event_id,)
             ).fetchone()
         return None if row is None else list(json.loads(row[0]))
 
     def load(self, tenant_id: str, call_id: str) -> CallState | None:
         """See StateStore."""
-        with self._lock:
-            row = self._db.execute(
+        with self._locked() as db:
+            row = db.execute(
                 "SELECT state FROM calls WHERE call_key = ?", (call_key(tenant_id, call_id),)
             ).fetchone()
         return None if row is None else CallState.from_json(row[0])
 
     def turns(self, tenant_id: str, call_id: str) -> list[ScoredTurn]:
         """See StateStore."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._locked() as db:
+            rows = db.execute(
                 "SELECT segment_id, start_s, end_s, score, confidence, event_id FROM turns "
                 "WHERE call_key = ? ORDER BY start_s, segment_id",
                 (call_key(tenant_id, call_id),),
@@ -335,8 +358,8 @@ class SqliteStateStore:
 
     def has_turn(self, tenant_id: str, call_id: str, segment_id: str) -> bool:
         """See StateStore."""
-        with self._lock:
-            row = self._db.execute(
+        with self._locked() as db:
+            row = db.execute(
                 "SELECT 1 FROM turns WHERE call_key = ? AND segment_id = ?",
                 (call_key(tenant_id, call_id), segment_id),
             ).fetchone()
@@ -344,8 +367,8 @@ class SqliteStateStore:
 
     def turn_keys(self, tenant_id: str, call_id: str) -> list[tuple[float, str, str]]:
         """See StateStore (plain tuples: a long call's lineage is read per published event)."""
-        with self._lock:
-            return self._db.execute(
+        with self._locked() as db:
+            return db.execute(
                 "SELECT start_s, segment_id, event_id FROM turns "
                 "WHERE call_key = ? ORDER BY start_s, segment_id",
                 (call_key(tenant_id, call_id),),
@@ -355,8 +378,7 @@ class SqliteStateStore:
         self, state: CallState, event_id: str, outputs: list[str], turn: ScoredTurn | None = None
     ) -> None:
         """See StateStore: part of the batch transaction until `flush`."""
-        with self._lock:
-            db = self._db
+        with self._locked() as db:
             if not self._open:
                 db.execute("BEGIN IMMEDIATE")
                 self._open = True
@@ -401,11 +423,14 @@ class SqliteStateStore:
                 return
             db = self._db
             try:
+                if not db.in_transaction:  # rolled back by SQLite itself: saves are lost
+                    raise RetryBatch(f"sentiment state {self.path}: the batch was rolled back")
                 if self._ended:
                     self._forget_old_ended()
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             finally:
                 self._open = False

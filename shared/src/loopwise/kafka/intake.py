@@ -52,6 +52,13 @@ class Emit:
     as the others would be stale before a consumer read them."""
 
 
+class RetryBatch(Exception):
+    """Raised by a handler when its own infrastructure failed, not the input (a full disk,
+    a locked or unreachable database): the worker sends nothing of the batch, rewinds it
+    and runs it again after its backoff, instead of dead-lettering a valid event. Every
+    other exception of a handler dead-letters the event being handled."""
+
+
 @dataclass(frozen=True)
 class DeadLetterRequest:
     """An earlier input a stateful handler gives up on later (it held it in memory).

@@ -9,7 +9,9 @@ Guarantees, in order of importance:
   input's event id, the service and the output's index, so a replayed input
   produces byte-identical ids that consumers deduplicate on.
 * One bad event never stops the service: it goes to the service's
-  dead-letter topic with its coordinates, stage, error class and reason.
+  dead-letter topic with its coordinates, stage, error class and reason. A handler
+  whose own infrastructure failed (``RetryBatch``: a full disk, a locked database)
+  dead-letters nothing: the batch is rewound and run again after the backoff.
 * SIGTERM finishes the batch in hand, commits and leaves the group.
 
 Stateful handlers that keep inputs in memory across messages (transcription holds
@@ -57,6 +59,7 @@ from loopwise.kafka.intake import (
     Incoming,
     OutRecord,
     Rejection,
+    RetryBatch,
     admit,
     encode_output,
 )
@@ -386,17 +389,28 @@ class Worker:
         self._batch_size.observe(len(messages))
         self._batches += 1
         self._batched += len(messages)
-        for msg in messages:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume_error", error=str(err))
-                continue
-            tp, offset = _coordinates(msg)
-            first.setdefault(tp, offset)
-            last[tp] = offset
-            outs.extend(self._process_message(msg))
-            outs.extend(self._earlier_dead_letters())
+        try:
+            for msg in messages:
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("consume_error", error=str(err))
+                    continue
+                tp, offset = _coordinates(msg)
+                first.setdefault(tp, offset)
+                last[tp] = offset
+                outs.extend(self._process_message(msg))
+                outs.extend(self._earlier_dead_letters())
+        except RetryBatch as exc:
+            # nothing of the batch is sent: rewind every partition it holds, not only those
+            # handled so far
+            log.exception("handler_unavailable")
+            for msg in messages:
+                if msg.error() is None:
+                    tp, offset = _coordinates(msg)
+                    first[tp] = min(first.get(tp, offset), offset)
+            batch.failures.append(f"handler: {type(exc).__name__}: {exc}")
+            outs = []
         for out in _latest_only(outs, self.service):
             self._produce(out, batch)
         self._await_deliveries(batch)
@@ -601,6 +615,8 @@ class Worker:
             finally:
                 structlog.contextvars.reset_contextvars(**tokens)
             outs = [self._encode(emit, envelope, index) for index, emit in enumerate(emits)]
+        except RetryBatch:
+            raise  # the service's own infrastructure failed, not this input: run it again
         except Exception as exc:
             log.exception("handler_failed", call_id=envelope.call_id, event_id=envelope.id)
             return to_dlq("handle", type(exc).__name__, exception_reason(exc))
