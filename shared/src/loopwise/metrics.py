@@ -65,7 +65,7 @@ BATCH_SIZE = Histogram(
 )
 BATCH_RETRIES = Counter(
     "loopwise_batch_retries_total",
-    "Input batches re-processed because an output could not be delivered",
+    "Input batches re-processed: outputs or state not delivered, or the handler's store down",
     ["service"],
 )
 
