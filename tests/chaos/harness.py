@@ -640,6 +640,20 @@ class Chaos:
     def stop_services(self) -> dict[str, int | None]:
         return {name: proc.stop() for name, proc in self.procs.items()}
 
+    def finish(self) -> dict[str, Any]:
+        """The end of a scenario: every call released, the audit writer caught up, the
+        services stopped with SIGTERM; then the figures, with their exit codes and the
+        timeline."""
+        released = self.wait_released(timeout_s=360)
+        self.note(f"every call released: {released}")
+        self.wait_audit_caught_up()
+        self.stop_reviewer()
+        exits = self.stop_services()
+        figures = self.check()
+        figures["drain_exit_codes"] = exits
+        figures["timeline"] = self.timeline
+        return figures
+
     # ---- the figures ----------------------------------------------------------------------
 
     def check(self) -> dict[str, Any]:
@@ -904,15 +918,7 @@ def scenario(chaos: Chaos, calls: int, *, hard_broker: bool = False) -> dict[str
     chaos.feed(calls - 3 * per_wave, "d")
     chaos.inject_malformed()
     outage.join()
-    released = chaos.wait_released(timeout_s=360)
-    chaos.note(f"every call released: {released}")
-    chaos.wait_audit_caught_up()
-    chaos.stop_reviewer()
-    exits = chaos.stop_services()
-    figures = chaos.check()
-    figures["drain_exit_codes"] = exits
-    figures["timeline"] = chaos.timeline
-    return figures
+    return chaos.finish()
 
 
 PAUSE_S = 14
@@ -955,15 +961,7 @@ def replica_scenario(chaos: Chaos, calls: int) -> dict[str, Any]:
     chaos.note("SIGKILL review-router")
     chaos.feed(calls - 3 * per_wave, "d")
     chaos.procs["review-router"].start()
-    released = chaos.wait_released(timeout_s=360)
-    chaos.note(f"every call released: {released}")
-    chaos.wait_audit_caught_up()
-    chaos.stop_reviewer()
-    exits = chaos.stop_services()
-    figures = chaos.check()
-    figures["drain_exit_codes"] = exits
-    figures["timeline"] = chaos.timeline
-    return figures
+    return chaos.finish()
 
 
 def main() -> int:
