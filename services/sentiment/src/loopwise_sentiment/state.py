@@ -112,13 +112,13 @@ def with_turn(state: CallState, turn: ScoredTurn, window: int, store: StateStore
     return replace(state, rolling=Rolling.of(merged_turns(state, turn, store), window))
 
 
-def merged_turns(state: CallState, turn: ScoredTurn | None, store: StateStore) -> list[ScoredTurn]:
+def merged_turns(state: CallState, turn: ScoredTurn, store: StateStore) -> list[ScoredTurn]:
     """The call's stored turns with `turn` in place of any earlier version, in time order."""
-    turns = store.turns(state.tenant_id, state.call_id)
-    if turn is not None:
-        turns = [t for t in turns if t.segment_id != turn.segment_id]
-        turns.append(turn)
-        turns.sort(key=turn_order)
+    turns = [
+        t for t in store.turns(state.tenant_id, state.call_id) if t.segment_id != turn.segment_id
+    ]
+    turns.append(turn)
+    turns.sort(key=turn_order)
     return turns
 
 
