@@ -143,6 +143,7 @@ class Proc:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     unexpected_exits: list[int] = field(default_factory=list)
+    exit_logs: list[str] = field(default_factory=list)
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -169,6 +170,8 @@ class Proc:
         """Note an exit the harness did not cause (a crash), and start it again."""
         if self.proc is not None and self.proc.poll() is not None:
             self.unexpected_exits.append(int(self.proc.returncode))
+            # what it said last, before the next start appends to the same log
+            self.exit_logs.append(f"{self.name} exited {self.proc.returncode}:\n{self.tail(4000)}")
             self.start()
 
     def kill(self) -> None:
@@ -765,6 +768,22 @@ class Chaos:
                         f"{service}: {rec.name} @ {name}[{partition}]@{offset}"
                     )
 
+        # a dead letter of input the harness sent well-formed: valid input given up on
+        injected = {(name, str(part), str(offset)) for _, name, part, offset in self.malformed}
+        valid_dead_lettered = sorted(
+            f"{service}: {h.get('dlq_original_topic', b'').decode()}"
+            f"[{h.get('dlq_original_partition', b'').decode()}]"
+            f"@{h.get('dlq_original_offset', b'').decode()}: {h.get('dlq_reason', b'').decode()}"
+            for service, records in dlq.items()
+            for h, _ in records
+            if (
+                h.get("dlq_original_topic", b"").decode(),
+                h.get("dlq_original_partition", b"").decode(),
+                h.get("dlq_original_offset", b"").decode(),
+            )
+            not in injected
+        )
+
         audit_missing, audit_dupes, audit_total = self._audit_check()
         verify = subprocess.run(
             [str(BIN / "loopwise-audit"), "verify"],
@@ -811,6 +830,7 @@ class Chaos:
             ),
             "malformed_injected": len(self.malformed),
             "malformed_dead_letter_missing": len(malformed_missing),
+            "valid_input_dead_lettered_bad": len(valid_dead_lettered),
             "audit_records": audit_total,
             "audit_events_missing": audit_missing,
             "audit_duplicates_bad": audit_dupes,
@@ -821,7 +841,9 @@ class Chaos:
                 "card_unreviewed": card_unreviewed[:5],
                 "card_unreviewed_story": self._story(card_unreviewed[:2], decisions, outcomes),
                 "malformed_missing": malformed_missing[:10],
+                "valid_dead_lettered": valid_dead_lettered[:10],
                 "verify": (verify.stdout + verify.stderr)[-1500:] if verify.returncode else "",
+                "unexpected_exits": [t for p in self.procs.values() for t in p.exit_logs][:3],
             },
         }
 

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
-from loopwise.kafka.intake import Emit, Incoming, OutRecord
+from loopwise.kafka.intake import Emit, Incoming, OutRecord, RetryBatch
 from loopwise.logging import get_logger
 
 log = get_logger(__name__)
@@ -263,7 +263,8 @@ class StateStore(Generic[S]):
         """The worker's handler: run the stateful handler on its key's state."""
         key = self.handler.key_of(incoming)
         if incoming.partition not in self._parts:
-            raise RuntimeError(f"partition {incoming.partition} of the state is not restored")
+            # the worker's fault, never the input's: run the batch again, do not dead-letter it
+            raise RetryBatch(f"partition {incoming.partition} of the state is not restored")
         state = self._live.get(key)
         try:
             new, emits = self.handler.handle(state, incoming, self.clock())

@@ -219,6 +219,8 @@ class Worker:
         # lift it: offsets then move on without new input); if it raises, nothing is stored.
         self.offset_floors = offset_floors
         self._consumed: dict[Partition, int] = {}  # next offset after delivered input
+        self._owned: set[Partition] = set()  # assigned now, as the rebalance callbacks said
+        self._revoked_in_poll: set[Partition] = set()  # revoked while a batch was taken
         # A timer turn between polls, also when no message comes: its outputs are children
         # of earlier inputs (ids from TICK_INDEX_BASE on). A failing tick is logged; the loop
         # goes on. Its outputs are not retried if their delivery fails.
@@ -318,9 +320,45 @@ class Worker:
         if first is None:
             return []
         if self.settings.batch_size == 1:
-            return [first]
+            return [first]  # poll runs a rebalance before the message it returns, never after
+        self._revoked_in_poll.clear()
         rest = self._consumer.consume(num_messages=self.settings.batch_size - 1, timeout=0)
-        return [first, *rest]
+        messages = [first, *rest]
+        if self._revoked_in_poll:
+            messages = self._without_revoked(messages)
+        return messages
+
+    def _without_revoked(self, messages: list[Message]) -> list[Message]:
+        """A rebalance ran inside the batch's consume call, after some records were taken.
+
+        Records of a partition it revoked and did not give back are dropped: their state is
+        gone, their offsets can no longer be stored, and the next owner reads them again
+        from the committed offset. A partition given back within the same call starts over
+        at the committed offset: where its offsets go back, the records before that point
+        are dropped (they come again); with no step back, all its records are kept and
+        handled on the state as restored, as a replay would be."""
+        revoked = self._revoked_in_poll
+        restart: dict[Partition, int] = {}
+        seen: dict[Partition, int] = {}
+        for index, msg in enumerate(messages):
+            if msg.error() is None:
+                tp, offset = _coordinates(msg)
+                if tp in revoked and tp in seen and offset <= seen[tp]:
+                    restart[tp] = index
+                seen[tp] = offset
+        kept = []
+        for index, msg in enumerate(messages):
+            if msg.error() is None:
+                tp, _ = _coordinates(msg)
+                if tp in revoked and (tp not in self._owned or index < restart.get(tp, 0)):
+                    continue
+            kept.append(msg)
+        log.warning(
+            "revoked_input_dropped",
+            partitions=sorted(f"{t}[{p}]" for t, p in revoked),
+            dropped=len(messages) - len(kept),
+        )
+        return kept
 
     def _shutdown(self) -> None:
         log.info("worker_draining")
@@ -432,7 +470,8 @@ class Worker:
             if self.state is not None:
                 self.state.rollback()
             for (topic, partition), offset in first.items():
-                self._consumer.seek(TopicPartition(topic, partition, offset))
+                if (topic, partition) in self._owned:  # a revoked one: its next owner rereads it
+                    self._consumer.seek(TopicPartition(topic, partition, offset))
             self._stop.wait(self.settings.retry_backoff_s)
             EVENTS_IN_PROGRESS.labels(self.service).set(0)
             return
@@ -441,9 +480,7 @@ class Worker:
                 self._consumed.update({tp: o + 1 for tp, o in last.items()})
             stored = self._floored({tp: o + 1 for tp, o in last.items()})
             if stored:
-                self._consumer.store_offsets(
-                    offsets=[TopicPartition(t, p, o) for (t, p), o in stored.items()]
-                )
+                self._store_offsets(stored)
         for topic, count in batch.delivered.items():
             EVENTS_PRODUCED.labels(self.service, topic).inc(count)
         EVENTS_IN_PROGRESS.labels(self.service).set(0)
@@ -542,13 +579,20 @@ class Worker:
         if self.offset_floors is None or not self._consumed:
             return
         stored = self._floored(dict(self._consumed))
-        if not stored:
+        if stored:
+            self._store_offsets(stored)
+
+    def _store_offsets(self, offsets: Mapping[Partition, int]) -> None:
+        """Store offsets of owned partitions; storing one that is not assigned would fail.
+
+        A failed store loses nothing: the outputs are delivered, the offsets stay where
+        they were, and the next store (or the next owner) moves on from there."""
+        owned = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in self._owned]
+        if not owned:
             return
         try:
-            self._consumer.store_offsets(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in stored.items()]
-            )
-        except KafkaException as exc:  # e.g. a partition revoked meanwhile; the next batch stores
+            self._consumer.store_offsets(offsets=owned)
+        except KafkaException as exc:
             log.warning("store_offsets_failed", error=str(exc))
 
     def _earlier_dead_letters(self) -> list[OutRecord]:
@@ -680,6 +724,7 @@ class Worker:
         if self.state is not None:
             # before any of these partitions' input is handled: their states, as acknowledged
             self.state.restore({p.partition for p in partitions}, self.settings.kafka.librdkafka())
+        self._owned.update((p.topic, p.partition) for p in partitions)
         self._assigned_once.set()
         log.info(
             "partitions_assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions]
@@ -689,6 +734,9 @@ class Worker:
         # Batches are finished before the next poll, so what is stored is final: commit it now
         # so the next owner starts exactly after it.
         self._commit_sync()
+        gone = {(p.topic, p.partition) for p in partitions}
+        self._owned -= gone
+        self._revoked_in_poll |= gone
         for p in partitions:
             self._consumed.pop((p.topic, p.partition), None)
         if self.state is not None:
