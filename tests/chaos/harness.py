@@ -197,11 +197,21 @@ class Proc:
 
 
 def _free_port() -> int:
+    """A port free now, below the kernel's ephemeral range (32768 on): a port picked from
+    that range can meanwhile become the local end of some client's outgoing connection,
+    and the service that was to listen on it then fails to start."""
+    import random
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(200):
+        port = random.randint(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 class Chaos:
