@@ -142,8 +142,7 @@ class Proc:
     prefix: str = ""
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
-    unexpected_exits: list[int] = field(default_factory=list)
-    exit_logs: list[str] = field(default_factory=list)
+    unexpected_exits: list[str] = field(default_factory=list)  # exit code and last words
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -169,9 +168,10 @@ class Proc:
     def check_alive(self) -> None:
         """Note an exit the harness did not cause (a crash), and start it again."""
         if self.proc is not None and self.proc.poll() is not None:
-            self.unexpected_exits.append(int(self.proc.returncode))
             # what it said last, before the next start appends to the same log
-            self.exit_logs.append(f"{self.name} exited {self.proc.returncode}:\n{self.tail(4000)}")
+            self.unexpected_exits.append(
+                f"{self.name} exited {self.proc.returncode}:\n{self.tail(4000)}"
+            )
             self.start()
 
     def kill(self) -> None:
@@ -757,41 +757,35 @@ class Chaos:
             f"{c}/{s}" for (c, s) in card_segments if (c, s) not in released_segments
         )
 
-        dlq: dict[str, list[tuple[dict[str, bytes], dict[str, Any]]]] = {}
-        for service in CONSUMES:
-            dlq[service] = [(h, b) for h, b, _, _ in self.read(f"dlq.{service}")]
-        malformed_missing = []
-        for rec, name, partition, offset in self.malformed:
-            for service, labels in CONSUMES.items():
-                if name not in {topic(label) for label in labels}:
-                    continue
-                hit = [
-                    h
-                    for h, _ in dlq[service]
-                    if h.get("dlq_original_topic", b"").decode() == name
-                    and h.get("dlq_original_partition", b"").decode() == str(partition)
-                    and h.get("dlq_original_offset", b"").decode() == str(offset)
-                    and h.get("dlq_reason")
-                ]
-                if not hit:
-                    malformed_missing.append(
-                        f"{service}: {rec.name} @ {name}[{partition}]@{offset}"
+        # per service, where each dead letter's record stood -> its reason
+        dead_lettered = {
+            service: {
+                tuple(
+                    h.get(name, b"").decode()
+                    for name in (
+                        "dlq_original_topic",
+                        "dlq_original_partition",
+                        "dlq_original_offset",
                     )
-
+                ): h.get("dlq_reason", b"").decode()
+                for h, _, _, _ in self.read(f"dlq.{service}")
+            }
+            for service in CONSUMES
+        }
+        malformed_missing = [
+            f"{service}: {rec.name} @ {name}[{partition}]@{offset}"
+            for rec, name, partition, offset in self.malformed
+            for service, labels in CONSUMES.items()
+            if name in {topic(label) for label in labels}
+            and not dead_lettered[service].get((name, str(partition), str(offset)))
+        ]
         # a dead letter of input the harness sent well-formed: valid input given up on
         injected = {(name, str(part), str(offset)) for _, name, part, offset in self.malformed}
         valid_dead_lettered = sorted(
-            f"{service}: {h.get('dlq_original_topic', b'').decode()}"
-            f"[{h.get('dlq_original_partition', b'').decode()}]"
-            f"@{h.get('dlq_original_offset', b'').decode()}: {h.get('dlq_reason', b'').decode()}"
-            for service, records in dlq.items()
-            for h, _ in records
-            if (
-                h.get("dlq_original_topic", b"").decode(),
-                h.get("dlq_original_partition", b"").decode(),
-                h.get("dlq_original_offset", b"").decode(),
-            )
-            not in injected
+            f"{service}: {t}[{p}]@{o}: {reason}"
+            for service, origins in dead_lettered.items()
+            for (t, p, o), reason in origins.items()
+            if (t, p, o) not in injected
         )
 
         audit_missing, audit_dupes, audit_total = self._audit_check()
@@ -853,7 +847,9 @@ class Chaos:
                 "malformed_missing": malformed_missing[:10],
                 "valid_dead_lettered": valid_dead_lettered[:10],
                 "verify": (verify.stdout + verify.stderr)[-1500:] if verify.returncode else "",
-                "unexpected_exits": [t for p in self.procs.values() for t in p.exit_logs][:3],
+                "unexpected_exits": [t for p in self.procs.values() for t in p.unexpected_exits][
+                    :3
+                ],
             },
         }
 
