@@ -93,8 +93,12 @@ def _watermarks(consumer: Any, tp: Any, timeout_s: float = 120.0) -> tuple[int, 
             time.sleep(0.5)
 
 
+_KEY_ENCODER = json.JSONEncoder(separators=(",", ":"))
+"""One encoder for every record key: `json.dumps` with arguments builds a new one per call."""
+
+
 def _record_key(key: str, part: str) -> bytes:
-    return json.dumps([key, part], separators=(",", ":")).encode("utf-8")
+    return _KEY_ENCODER.encode([key, part]).encode("utf-8")
 
 
 def _parse_key(raw: bytes | None) -> tuple[str, str] | None:
