@@ -594,6 +594,7 @@ def text_path(bootstrap: str, tag: str, work: Path, args: argparse.Namespace) ->
         penv[prefix + "GROUP_ID"] = group
         penv[prefix + "OBSERVABILITY__HOST"] = "127.0.0.1"
         penv[prefix + "OBSERVABILITY__PORT"] = str(port)
+        penv.update({k: v for k, v in args.service_env if k.startswith(prefix)})
         procs.append(
             Proc(
                 name,
@@ -1241,12 +1242,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--bootstrap", default=None, help="use this running broker instead of starting one"
     )
     parser.add_argument("--only", choices=["real", "raw"], default=None, help="run one path")
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the service whose prefix NAME has, e.g. "
+        "LOOPWISE_ROUTER_BATCH_SIZE=2000 (repeatable; figures otherwise use the defaults)",
+    )
     parser.add_argument("--no-warmup", action="store_true", help="skip the unreported warm-up runs")
     parser.add_argument("--keep", action="store_true", help="keep logs and state (work dir)")
     parser.add_argument("--json", action="store_true", help="print every figure as JSON too")
     ns = parser.parse_args(argv)
     ns.command = "bench"
     ns.rates = [float(r) for r in ns.rates.split(",") if r.strip()]
+    pairs = [item.partition("=") for item in ns.service_env]
+    if any(not name.startswith("LOOPWISE_") or not eq for name, eq, _ in pairs):
+        parser.error("--service-env takes LOOPWISE_<SERVICE>_<SETTING>=VALUE")
+    ns.service_env = [(name, value) for name, _, value in pairs]
     return ns
 
 
