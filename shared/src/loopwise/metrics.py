@@ -54,7 +54,8 @@ LAST_PROCESSED = Gauge(
 )
 DELIVERY_FAILURES = Counter(
     "loopwise_delivery_failures_total",
-    "Produce attempts that failed after the producer's own retries; the batch is retried",
+    "Records refused by the producer or failed after its own retries; the batch (or clock "
+    "turn) is re-run",
     ["service", "topic"],
 )
 BATCH_SIZE = Histogram(

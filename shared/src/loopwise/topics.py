@@ -123,6 +123,25 @@ def topic(label: str) -> str:
     return catalogue().by_label(label).name
 
 
+PRODUCER_MAX_MESSAGE_BYTES = 1_000_000
+"""librdkafka's default `message.max.bytes`: a larger record is refused when produced."""
+
+
+def message_limit(name: str) -> int | None:
+    """The catalogue's `max.message.bytes` of a topic by its Kafka name; None where it sets
+    none (the broker's default, 1 MiB) or does not know the topic."""
+    for spec in catalogue().topics:
+        if spec.name == name:
+            return spec.max_message_bytes
+    return None
+
+
+def producer_message_max_bytes(topics: Iterable[str]) -> int:
+    """`message.max.bytes` for a producer writing to these topics: the largest record any
+    of them admits, so a record the topic takes is never refused by the producer first."""
+    return max([PRODUCER_MAX_MESSAGE_BYTES, *(message_limit(t) or 0 for t in topics)])
+
+
 def dead_letter_topic(service: str) -> str:
     """Kafka name of a service's dead-letter topic."""
     return topic(f"dlq.{service}")

@@ -22,6 +22,7 @@ from loopwise.events import Envelope, TenantEvent
 from loopwise.kafka import Emit, Incoming, Worker
 from loopwise.logging import get_logger
 from loopwise.metrics import ProbeServer
+from loopwise.topics import producer_message_max_bytes
 from loopwise_console.config import ConsoleSettings
 from loopwise_console.console import SERVICE
 from loopwise_console.store import ConsoleStore, utcnow
@@ -87,6 +88,10 @@ class OutboxPublisher:
                 "acks": "all",
                 "partitioner": "murmur2_random",
                 "message.timeout.ms": 30_000,
+                # a decision correcting a long call may pass librdkafka's default 1,000,000
+                "message.max.bytes": producer_message_max_bytes(
+                    [settings.decisions_topic, settings.audit_topic]
+                ),
                 **settings.producer_overrides,
             }
         )

@@ -80,7 +80,7 @@ from loopwise.metrics import (
     init_service_metrics,
 )
 from loopwise.settings import ServiceSettings
-from loopwise.topics import catalogue
+from loopwise.topics import catalogue, message_limit, producer_message_max_bytes
 
 log = get_logger(__name__)
 
@@ -101,7 +101,10 @@ class WorkerSettings(ServiceSettings):
         description="Longest wait for a first message, seconds; a batch never waits to fill up",
     )
     max_message_bytes: int = Field(
-        default=1_048_576, ge=1024, description="Larger input values are dead-lettered as oversize"
+        default=1_048_576,
+        ge=1024,
+        description="Larger input values are dead-lettered as oversize; an input topic whose "
+        "catalogue entry sets a larger max.message.bytes admits up to that",
     )
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="Where a new group starts"
@@ -247,6 +250,14 @@ class Worker:
             dict(accepted) if accepted is not None else accepted_events(settings.input_topics)
         )
         self.dead_letter_payload = dead_letter_payload
+        # Topics the catalogue lets carry more than 1 MiB (review tasks, decisions and
+        # releases of long calls): their records are admitted up to that limit, and this
+        # producer never refuses a record its output topic takes (the brokers' own limits
+        # are read when the loop starts, see `run`).
+        self._input_limits = {
+            t: max(settings.max_message_bytes, message_limit(t) or 0) for t in settings.input_topics
+        }
+        self._message_max_bytes = producer_message_max_bytes(self._produced_topics())
         self._stop = threading.Event()
         self._assigned_once = threading.Event()
         self._last_turn = time.monotonic()
@@ -293,8 +304,40 @@ class Worker:
         log.info("probes_listening", port=self._probes.port)
         return self._probes
 
+    def _produced_topics(self) -> list[str]:
+        return sorted({*self.output_topics, self.settings.dead_letter_topic})
+
+    def _broker_limits(self) -> dict[str, int]:
+        """Each output topic's `max.message.bytes` as the brokers hold it (a topic renamed
+        in the settings or altered by an operator included); empty where they cannot say."""
+        from confluent_kafka.admin import AdminClient, ConfigResource
+
+        limits: dict[str, int] = {}
+        try:
+            admin = AdminClient(self.settings.kafka.librdkafka())
+            futures = admin.describe_configs(
+                [ConfigResource(ConfigResource.Type.TOPIC, t) for t in self._produced_topics()],
+                request_timeout=15,
+            )
+            for resource, future in futures.items():
+                try:
+                    entry = future.result(timeout=20).get("max.message.bytes")
+                    if entry is not None and entry.value is not None:
+                        limits[resource.name] = int(entry.value)
+                except (KafkaException, TimeoutError, ValueError, TypeError) as exc:
+                    log.info("topic_limit_unknown", topic=resource.name, error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a refinement only: the catalogue's stand
+            log.warning("topic_limits_unavailable", error=str(exc))
+        return limits
+
     def run(self) -> None:
         """Consume until stop() is called; then drain, commit and close."""
+        self._message_max_bytes = max(self._message_max_bytes, *self._broker_limits().values(), 0)
+        log.info(
+            "message_limits",
+            producer_max_bytes=self._message_max_bytes,
+            input_max_bytes=self._input_limits,
+        )
         self._consumer = Consumer(self._consumer_config())
         self._producer = Producer(self._producer_config())
         self._consumer.subscribe(
@@ -417,6 +460,7 @@ class Worker:
             # 5,000-segment backlog: broker CPU 16.8 s at 5 ms, 4.4-4.9 s at 1,000 ms).
             "linger.ms": 1000,
             "compression.type": "lz4",
+            "message.max.bytes": self._message_max_bytes,
             **self.settings.producer_overrides,
         }
 
@@ -647,7 +691,8 @@ class Worker:
                 )
             ]
 
-        admitted = admit(value, headers, self.accepted, self.settings.max_message_bytes)
+        limit = self._input_limits.get(topic, self.settings.max_message_bytes)
+        admitted = admit(value, headers, self.accepted, limit)
         if isinstance(admitted, Rejection):
             return to_dlq(admitted.stage, admitted.error_class, admitted.reason)
         envelope, event = admitted
@@ -707,7 +752,8 @@ class Worker:
                 return
             except BufferError:
                 self._producer.poll(0.1)  # local queue full: let deliveries drain, then retry
-            except KafkaException as exc:
+            except KafkaException as exc:  # refused at once (a record over message.max.bytes)
+                DELIVERY_FAILURES.labels(self.service, out.topic).inc()
                 batch.failures.append(f"{out.topic}: {exc}")
                 return
 
