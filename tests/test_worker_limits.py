@@ -5,7 +5,6 @@ nor dead-lettered as oversize by the service reading it."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ import pytest
 from loopwise.events import CallMetadataV1, encode
 from loopwise.kafka import Worker
 from loopwise.topics import PRODUCER_MAX_MESSAGE_BYTES, message_limit, topic
-from tests.support.echo_worker import EchoSettings, build_worker
+from tests.support.echo_worker import EchoSettings, build_worker, running_in_thread
 from tests.support.kafka_io import produce_raw, read_topic
 
 BIG_TOPIC_BYTES = 8 * 1024 * 1024
@@ -100,12 +99,8 @@ def running_big_echo(
         max_message_bytes=BIG_TOPIC_BYTES,  # the reading side: a topic outside the catalogue
     )
     worker = build_worker(settings)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    yield worker
-    worker.stop()
-    thread.join(60)
-    assert not thread.is_alive(), "worker did not stop after stop()"
+    with running_in_thread(worker):
+        yield worker
 
 
 @pytest.mark.kafka

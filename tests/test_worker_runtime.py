@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ import pytest
 
 from loopwise.events import CallMetadataV1, CallStartedV1, ChannelSpec, encode
 from loopwise.kafka.deadletter import DLQ_HEADERS
-from tests.support.echo_worker import EchoSettings, build_worker
+from tests.support.echo_worker import EchoSettings, build_worker, running_in_thread
 from tests.support.kafka_io import (
     Record,
     produce_events,
@@ -79,12 +78,8 @@ def running_echo(kafka_bootstrap: str, echo_topics: dict[str, str]) -> Iterator[
     )
     worker = build_worker(settings)
     worker.start_probes()
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    yield worker
-    worker.stop()
-    thread.join(60)
-    assert not thread.is_alive(), "worker did not stop after stop()"
+    with running_in_thread(worker):
+        yield worker
 
 
 def test_bad_input_is_dead_lettered_and_valid_events_flow(

@@ -7,7 +7,9 @@ process with `python -m tests.support.echo_worker` and `LOOPWISE_ECHO_*` setting
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 
@@ -76,3 +78,16 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@contextlib.contextmanager
+def running_in_thread(worker: Worker) -> Iterator[Worker]:
+    """Run a worker's loop in a thread of this process; stop it and wait for it after."""
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert not thread.is_alive(), "worker did not stop after stop()"
